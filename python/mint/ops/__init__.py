@@ -1,0 +1,26 @@
+"""Typed wrappers over torch.ops.mint: multi-adapter LoRA, fused AdamW and fused sampling.
+
+Importing this package registers the fake (meta) kernels and the autograd formulas of every op.
+"""
+
+from mint._loader import load_extension
+
+load_extension()
+
+from mint.ops.adam import fused_adamw  # noqa: E402
+from mint.ops.lora import (  # noqa: E402
+    lora_apply,
+    lora_expand,
+    lora_shrink,
+    segments_from_adapter_ids,
+)
+from mint.ops.sampling import sample  # noqa: E402
+
+__all__ = [
+    "fused_adamw",
+    "lora_apply",
+    "lora_expand",
+    "lora_shrink",
+    "sample",
+    "segments_from_adapter_ids",
+]

@@ -1,0 +1,1 @@
+"""The documented MinT types (placeholder until the types land)."""
