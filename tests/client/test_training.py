@@ -72,7 +72,7 @@ def test_forward_backward_matches_reference(trainer, tiny_llama):
     grads = engine_grads(trainer)
     assert set(grads) == set(ref_grads)
     for name, g in grads.items():
-        torch.testing.assert_close(g, ref_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+        torch.testing.assert_close(g, ref_grads[name], rtol=1e-4, atol=1e-5 * float(ref_grads[name].abs().max()), msg=name)
 
 
 def test_two_halves_equal_whole_batch(tiny_llama):
@@ -85,11 +85,11 @@ def test_two_halves_equal_whole_batch(tiny_llama):
     lb = b.forward_backward(data).result().metrics["loss:sum"]
     assert la == pytest.approx(lb, rel=1e-5)
     for (n, ga), gb in zip(engine_grads(a).items(), engine_grads(b).values()):
-        torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-7, msg=n)
+        torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-5 * float(gb.abs().max()), msg=n)
     a.optim_step(types.AdamParams(learning_rate=1e-2)).result()
     b.optim_step(types.AdamParams(learning_rate=1e-2)).result()
     for (n, wa), wb in zip(engine_weights(a).items(), engine_weights(b).values()):
-        torch.testing.assert_close(wa, wb, rtol=1e-5, atol=1e-7, msg=n)
+        torch.testing.assert_close(wa, wb, rtol=1e-5, atol=1e-6, msg=n)
 
 
 def test_bad_datum_names_index_and_key_and_keeps_grads(trainer):

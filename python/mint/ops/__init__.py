@@ -10,7 +10,9 @@ load_extension()
 from mint.ops.adam import fused_adamw  # noqa: E402
 from mint.ops.lora import (  # noqa: E402
     lora_apply,
+    lora_apply_by_token,
     lora_expand,
+    lora_expand_,
     lora_shrink,
     segments_from_adapter_ids,
 )
@@ -19,7 +21,9 @@ from mint.ops.sampling import sample  # noqa: E402
 __all__ = [
     "fused_adamw",
     "lora_apply",
+    "lora_apply_by_token",
     "lora_expand",
+    "lora_expand_",
     "lora_shrink",
     "sample",
     "segments_from_adapter_ids",

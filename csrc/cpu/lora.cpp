@@ -1,0 +1,346 @@
+// CPU kernels of the multi-adapter segmented LoRA ops (schemas and layouts: csrc/ops.cpp).
+//
+// Work is grouped by adapter slot: the rows of every segment that uses slot n are handled by one
+// fp32 GEMM (a view when they form one contiguous range, a gathered copy otherwise). Each slot's
+// weights are converted to fp32 once per call, only slots that occur are touched, and every
+// per-slot reduction (dA, dB) is a single GEMM over that slot's rows in segment order, so two
+// identical calls give identical bits.
+#include <ATen/ATen.h>
+#include <ATen/MemoryOverlap.h>
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/autograd/VariableTypeUtils.h>
+#include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
+#include <torch/library.h>
+
+#include <utility>
+#include <vector>
+
+namespace mint {
+namespace {
+
+using at::Tensor;
+
+std::string shape_str(const Tensor& t) {
+  std::string s = "[";
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    if (d) s += ", ";
+    s += std::to_string(t.size(d));
+  }
+  return s + "]";
+}
+
+void check_float(const char* op, const Tensor& t, const char* name, int64_t dim, const char* layout) {
+  TORCH_CHECK(t.dim() == dim, op, ": ", name, " must be ", dim, "-D ", layout, ", got shape ",
+              shape_str(t));
+  auto st = t.scalar_type();
+  TORCH_CHECK(st == at::kFloat || st == at::kBFloat16 || st == at::kHalf, op, ": ", name,
+              " must be float32, bfloat16 or float16, got ", st);
+}
+
+void check_same_dtype(const char* op, const Tensor& t, const char* name, const Tensor& ref,
+                      const char* ref_name) {
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " must have the dtype of ",
+              ref_name, " (", ref.scalar_type(), "), got ", t.scalar_type());
+}
+
+void check_device(const char* op, const Tensor& t, const char* name, const Tensor& ref) {
+  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " must be on ", ref.device(),
+              " like the other inputs, got ", t.device());
+}
+
+void check_index(const char* op, const Tensor& t, const char* name, int64_t size, const char* what) {
+  TORCH_CHECK(t.dim() == 1 && t.scalar_type() == at::kLong, op, ": ", name,
+              " must be a 1-D int64 tensor, got ", t.scalar_type(), " of shape ", shape_str(t));
+  TORCH_CHECK(size < 0 || t.size(0) == size, op, ": ", name, " must have ", size, " elements (",
+              what, "), got ", t.size(0));
+}
+
+// The rows of one slot: merged non-empty [begin, end) ranges in segment order.
+struct SlotRows {
+  int64_t slot;
+  int64_t rank;
+  int64_t count = 0;
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  Tensor index;  // int64 row indices when there is more than one range
+};
+
+// Validates the index tensors and groups segment rows by slot (only slots with rank > 0 and rows).
+std::vector<SlotRows> make_plan(const char* op, int64_t T, int64_t N, int64_t R,
+                                const Tensor& seg_indptr, const Tensor& seg_adapter,
+                                const Tensor& lora_ranks, const Tensor& ref) {
+  check_index(op, seg_indptr, "seg_indptr", -1, "");
+  TORCH_CHECK(seg_indptr.size(0) >= 1, op, ": seg_indptr must have S + 1 >= 1 elements, got 0");
+  const int64_t S = seg_indptr.size(0) - 1;
+  check_index(op, seg_adapter, "seg_adapter", S, "S = seg_indptr.size(0) - 1");
+  check_index(op, lora_ranks, "lora_ranks", N, "N = pool size");
+  check_device(op, seg_indptr, "seg_indptr", ref);
+  check_device(op, seg_adapter, "seg_adapter", ref);
+  check_device(op, lora_ranks, "lora_ranks", ref);
+
+  const Tensor indptr_c = seg_indptr.contiguous(), adapter_c = seg_adapter.contiguous(),
+               ranks_c = lora_ranks.contiguous();
+  const int64_t* indptr = indptr_c.data_ptr<int64_t>();
+  const int64_t* adapter = adapter_c.data_ptr<int64_t>();
+  const int64_t* ranks = ranks_c.data_ptr<int64_t>();
+
+  TORCH_CHECK(indptr[0] == 0, op, ": seg_indptr[0] must be 0, got ", indptr[0]);
+  for (int64_t s = 0; s < S; ++s) {
+    TORCH_CHECK(indptr[s + 1] >= indptr[s], op, ": seg_indptr must be non-decreasing, but seg_indptr[",
+                s + 1, "] = ", indptr[s + 1], " < seg_indptr[", s, "] = ", indptr[s]);
+    TORCH_CHECK(adapter[s] >= -1 && adapter[s] < N, op, ": seg_adapter[", s, "] = ", adapter[s],
+                " is out of range [-1, ", N, ") (N = pool size)");
+  }
+  TORCH_CHECK(indptr[S] == T, op, ": seg_indptr[-1] must equal the number of tokens T = ", T,
+              ", got ", indptr[S]);
+  for (int64_t n = 0; n < N; ++n) {
+    TORCH_CHECK(ranks[n] >= 0 && ranks[n] <= R, op, ": lora_ranks[", n, "] = ", ranks[n],
+                " is out of range [0, R = ", R, "]");
+  }
+
+  std::vector<SlotRows> plan;
+  std::vector<int64_t> pos(N, -1);
+  for (int64_t s = 0; s < S; ++s) {
+    const int64_t n = adapter[s], b = indptr[s], e = indptr[s + 1];
+    if (n < 0 || e == b || ranks[n] == 0) continue;
+    if (pos[n] < 0) {
+      pos[n] = static_cast<int64_t>(plan.size());
+      plan.push_back(SlotRows{n, ranks[n]});
+    }
+    SlotRows& sr = plan[pos[n]];
+    if (!sr.ranges.empty() && sr.ranges.back().second == b) {
+      sr.ranges.back().second = e;
+    } else {
+      sr.ranges.emplace_back(b, e);
+    }
+    sr.count += e - b;
+  }
+  for (SlotRows& sr : plan) {
+    if (sr.ranges.size() == 1) continue;
+    sr.index = at::empty({sr.count}, ref.options().dtype(at::kLong));
+    int64_t* p = sr.index.data_ptr<int64_t>();
+    for (const auto& [b, e] : sr.ranges) {
+      for (int64_t t = b; t < e; ++t) *p++ = t;
+    }
+  }
+  return plan;
+}
+
+// The slot's rows of `t` (dim 0) as fp32: a view or cast of a view for one range, else a gather.
+Tensor rows_f32(const Tensor& t, const SlotRows& sr) {
+  if (sr.ranges.size() == 1) {
+    return t.narrow(0, sr.ranges[0].first, sr.count).to(at::kFloat);
+  }
+  return t.index_select(0, sr.index).to(at::kFloat);
+}
+
+// Writes `src` (fp32, [rows, ...]) into the slot's rows of `dst`, converting to dst's dtype.
+void store_rows(Tensor& dst, const SlotRows& sr, const Tensor& src) {
+  if (sr.ranges.size() == 1) {
+    dst.narrow(0, sr.ranges[0].first, sr.count).copy_(src);
+  } else {
+    dst.index_copy_(0, sr.index, src.to(dst.scalar_type()));
+  }
+}
+
+// Rows [0, rank) of slot n of a [N, R, k] pool, as fp32 [rank, k].
+Tensor slot_weights(const Tensor& pool, const SlotRows& sr) {
+  return pool.select(0, sr.slot).narrow(0, 0, sr.rank).to(at::kFloat);
+}
+
+std::vector<float> read_scales(const char* op, const Tensor& lora_scales, int64_t N, const Tensor& ref) {
+  TORCH_CHECK(lora_scales.dim() == 1 && lora_scales.scalar_type() == at::kFloat, op,
+              ": lora_scales must be a 1-D float32 tensor, got ", lora_scales.scalar_type(),
+              " of shape ", shape_str(lora_scales));
+  TORCH_CHECK(lora_scales.size(0) == N, op, ": lora_scales must have N = ", N,
+              " elements (pool size), got ", lora_scales.size(0));
+  check_device(op, lora_scales, "lora_scales", ref);
+  const Tensor c = lora_scales.contiguous();
+  return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + N);
+}
+
+// Shape and dtype checks shared by lora_expand, lora_expand_ and lora_expand_backward.
+// `y` is y or grad_y: [T, out].
+void check_expand_args(const char* op, const char* y_name, const Tensor& y, const Tensor& h,
+                       const Tensor& lora_b) {
+  check_float(op, y, y_name, 2, "[T, out]");
+  check_float(op, h, "h", 2, "[T, R]");
+  check_float(op, lora_b, "lora_b", 3, "[N, R, out]");
+  check_same_dtype(op, h, "h", y, y_name);
+  check_same_dtype(op, lora_b, "lora_b", y, y_name);
+  check_device(op, h, "h", y);
+  check_device(op, lora_b, "lora_b", y);
+  TORCH_CHECK(h.size(0) == y.size(0), op, ": h must have T = ", y.size(0), " rows like ", y_name,
+              ", got shape ", shape_str(h));
+  TORCH_CHECK(lora_b.size(2) == y.size(1), op, ": lora_b must be [N, R, out] with out = ", y.size(1),
+              " (", y_name, ".size(1)), got shape ", shape_str(lora_b));
+  TORCH_CHECK(h.size(1) == lora_b.size(1), op, ": h must have R = ", lora_b.size(1),
+              " columns (lora_b.size(1)), got shape ", shape_str(h));
+}
+
+void check_shrink_args(const char* op, const Tensor& x, const Tensor& lora_a) {
+  check_float(op, x, "x", 2, "[T, in]");
+  check_float(op, lora_a, "lora_a", 3, "[N, R, in]");
+  check_same_dtype(op, lora_a, "lora_a", x, "x");
+  check_device(op, lora_a, "lora_a", x);
+  TORCH_CHECK(lora_a.size(2) == x.size(1), op, ": lora_a must be [N, R, in] with in = ", x.size(1),
+              " (x.size(1)), got shape ", shape_str(lora_a));
+}
+
+// dst[rows] = dst[rows] + scale[n] * h[rows, :r] @ B[n, :r] for every slot; other rows untouched.
+void expand_into(Tensor& dst, const Tensor& h, const Tensor& lora_b, const std::vector<SlotRows>& plan,
+                 const std::vector<float>& scales) {
+  for (const SlotRows& sr : plan) {
+    const Tensor b = slot_weights(lora_b, sr);
+    const Tensor hr = rows_f32(h.narrow(1, 0, sr.rank), sr);
+    if (dst.scalar_type() == at::kFloat && sr.ranges.size() == 1) {
+      dst.narrow(0, sr.ranges[0].first, sr.count).addmm_(hr, b, 1.0, scales[sr.slot]);
+      continue;
+    }
+    store_rows(dst, sr, at::addmm(rows_f32(dst, sr), hr, b, 1.0, scales[sr.slot]));
+  }
+}
+
+Tensor lora_shrink_cpu(const Tensor& x, const Tensor& lora_a, const Tensor& seg_indptr,
+                       const Tensor& seg_adapter, const Tensor& lora_ranks) {
+  const char* op = "mint.lora_shrink";
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;  // internal ops stay off the tape
+  check_shrink_args(op, x, lora_a);
+  const int64_t T = x.size(0), N = lora_a.size(0), R = lora_a.size(1);
+  const auto plan = make_plan(op, T, N, R, seg_indptr, seg_adapter, lora_ranks, x);
+
+  Tensor h = at::zeros({T, R}, x.options());
+  for (const SlotRows& sr : plan) {
+    const Tensor a = slot_weights(lora_a, sr);
+    Tensor hr_dst = h.narrow(1, 0, sr.rank);
+    store_rows(hr_dst, sr, at::mm(rows_f32(x, sr), a.t()));
+  }
+  return h;
+}
+
+Tensor lora_expand_cpu(const Tensor& y, const Tensor& h, const Tensor& lora_b, const Tensor& seg_indptr,
+                       const Tensor& seg_adapter, const Tensor& lora_ranks, const Tensor& lora_scales) {
+  const char* op = "mint.lora_expand";
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;  // internal ops stay off the tape
+  check_expand_args(op, "y", y, h, lora_b);
+  const int64_t N = lora_b.size(0);
+  const auto plan = make_plan(op, y.size(0), N, lora_b.size(1), seg_indptr, seg_adapter, lora_ranks, y);
+  const auto scales = read_scales(op, lora_scales, N, y);
+
+  Tensor out = y.clone(at::MemoryFormat::Contiguous);
+  expand_into(out, h, lora_b, plan, scales);
+  return out;
+}
+
+void lora_expand_inplace_cpu(const Tensor& y, const Tensor& h, const Tensor& lora_b,
+                             const Tensor& seg_indptr, const Tensor& seg_adapter,
+                             const Tensor& lora_ranks, const Tensor& lora_scales) {
+  const char* op = "mint.lora_expand_";
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;  // internal ops stay off the tape
+  check_expand_args(op, "y", y, h, lora_b);
+  at::assert_no_internal_overlap(y);
+  const int64_t N = lora_b.size(0);
+  const auto plan = make_plan(op, y.size(0), N, lora_b.size(1), seg_indptr, seg_adapter, lora_ranks, y);
+  const auto scales = read_scales(op, lora_scales, N, y);
+
+  Tensor dst = y;
+  expand_into(dst, h, lora_b, plan, scales);
+}
+
+std::tuple<Tensor, Tensor> lora_expand_backward_cpu(const Tensor& grad_y, const Tensor& h,
+                                                    const Tensor& lora_b, const Tensor& seg_indptr,
+                                                    const Tensor& seg_adapter, const Tensor& lora_ranks,
+                                                    const Tensor& lora_scales) {
+  const char* op = "mint.lora_expand_backward";
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;  // internal ops stay off the tape
+  check_expand_args(op, "grad_y", grad_y, h, lora_b);
+  const int64_t N = lora_b.size(0);
+  const auto plan =
+      make_plan(op, grad_y.size(0), N, lora_b.size(1), seg_indptr, seg_adapter, lora_ranks, grad_y);
+  const auto scales = read_scales(op, lora_scales, N, grad_y);
+
+  Tensor grad_h = at::zeros(h.sizes(), h.options());
+  Tensor grad_b = at::zeros(lora_b.sizes(), lora_b.options());
+  for (const SlotRows& sr : plan) {
+    const float scale = scales[sr.slot];
+    const Tensor b = slot_weights(lora_b, sr);
+    const Tensor gy = rows_f32(grad_y, sr);
+    const Tensor hr = rows_f32(h.narrow(1, 0, sr.rank), sr);
+    Tensor gh_dst = grad_h.narrow(1, 0, sr.rank);
+    store_rows(gh_dst, sr, at::mm(gy, b.t()).mul_(scale));
+    grad_b.select(0, sr.slot).narrow(0, 0, sr.rank).copy_(at::mm(hr.t(), gy).mul_(scale));
+  }
+  return {grad_h, grad_b};
+}
+
+std::tuple<Tensor, Tensor> lora_shrink_backward_cpu(const Tensor& grad_h, const Tensor& x,
+                                                    const Tensor& lora_a, const Tensor& seg_indptr,
+                                                    const Tensor& seg_adapter, const Tensor& lora_ranks) {
+  const char* op = "mint.lora_shrink_backward";
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;  // internal ops stay off the tape
+  check_shrink_args(op, x, lora_a);
+  check_float(op, grad_h, "grad_h", 2, "[T, R]");
+  check_same_dtype(op, grad_h, "grad_h", x, "x");
+  check_device(op, grad_h, "grad_h", x);
+  const int64_t T = x.size(0), N = lora_a.size(0), R = lora_a.size(1);
+  TORCH_CHECK(grad_h.size(0) == T && grad_h.size(1) == R, op, ": grad_h must be [T, R] = [", T, ", ",
+              R, "], got shape ", shape_str(grad_h));
+  const auto plan = make_plan(op, T, N, R, seg_indptr, seg_adapter, lora_ranks, x);
+
+  Tensor grad_x = at::zeros(x.sizes(), x.options());
+  Tensor grad_a = at::zeros(lora_a.sizes(), lora_a.options());
+  for (const SlotRows& sr : plan) {
+    const Tensor a = slot_weights(lora_a, sr);
+    const Tensor gh = rows_f32(grad_h.narrow(1, 0, sr.rank), sr);
+    const Tensor xr = rows_f32(x, sr);
+    store_rows(grad_x, sr, at::mm(gh, a));
+    grad_a.select(0, sr.slot).narrow(0, 0, sr.rank).copy_(at::mm(gh.t(), xr));
+  }
+  return {grad_x, grad_a};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mint, CPU, m) {
+  m.impl("lora_shrink", &lora_shrink_cpu);
+  m.impl("lora_expand", &lora_expand_cpu);
+  m.impl("lora_expand_", &lora_expand_inplace_cpu);
+  m.impl("lora_expand_backward", &lora_expand_backward_cpu);
+  m.impl("lora_shrink_backward", &lora_shrink_backward_cpu);
+}
+
+// Autograd: lora_shrink and lora_expand get their formulas in python/mint/ops/lora.py. The two
+// backward ops are not differentiable: backprop through them is an error rather than silently zero.
+// lora_expand_ refuses inputs that require grad (use lora_expand in training) and bumps y's version
+// counter, so autograd notices when a tensor it saved was overwritten. Device-independent.
+namespace {
+
+void lora_expand_inplace_autograd(c10::DispatchKeySet ks, const Tensor& y, const Tensor& h,
+                                  const Tensor& lora_b, const Tensor& seg_indptr,
+                                  const Tensor& seg_adapter, const Tensor& lora_ranks,
+                                  const Tensor& lora_scales) {
+  TORCH_CHECK(!(at::GradMode::is_enabled() &&
+                (y.requires_grad() || h.requires_grad() || lora_b.requires_grad())),
+              "mint.lora_expand_ is not differentiable, but y, h or lora_b requires grad; use "
+              "lora_expand (out of place) for training, or call it under torch.no_grad()");
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    static const auto op = c10::Dispatcher::singleton()
+                               .findSchemaOrThrow("mint::lora_expand_", "")
+                               .typed<void(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                           const Tensor&, const Tensor&, const Tensor&)>();
+    op.redispatch(ks & c10::after_ADInplaceOrView_keyset, y, h, lora_b, seg_indptr, seg_adapter,
+                  lora_ranks, lora_scales);
+  }
+  torch::autograd::increment_version(y);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mint, Autograd, m) {
+  m.impl("lora_expand_", &lora_expand_inplace_autograd);
+  m.impl("lora_expand_backward", torch::autograd::autogradNotImplementedFallback());
+  m.impl("lora_shrink_backward", torch::autograd::autogradNotImplementedFallback());
+}
+
+}  // namespace mint
