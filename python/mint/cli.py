@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{'yes' if _build_info.WITH_CUDA else 'no'})")
         print(f"data directory: {mint_home()}")
         print(f"embedded base models: {', '.join(embedded_model_names())}")
-        print(f"ops: {', '.join(sorted(n for n in dir(torch.ops.mint) if not n.startswith('_')))}")
+        ops = sorted({s.name for s in torch._C._jit_get_all_schemas() if s.name.startswith("mint::")})
+        print(f"ops: {', '.join(ops)}")
     elif args.command == "prepare":
         print(resolve_model_source(args.base_model or DEFAULT_BASE_MODEL))
     return 0

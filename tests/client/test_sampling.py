@@ -134,3 +134,26 @@ def test_bad_model_path(service):
         service.create_sampling_client(model_path="mint://../etc/passwd")
     with pytest.raises(mint.NotFoundError):
         service.create_sampling_client(model_path="mint://nosuchrun/sampler_weights/x")
+
+
+def test_requests_queued_together_are_batched_and_batch_invariant(service, base_sampler, tiny_llama):
+    """Different prompt lengths and adapters decoded in one batch give what each gives alone."""
+    trainer = service.create_lora_training_client(base_model=tiny_llama, rank=4, seed=1)
+    engine = trainer._engine
+    slot = engine.adapter(trainer.model_id).slot
+    engine.submit(lambda: [v.normal_(0, 0.2) for _, v in engine.pool.parameters(slot)]).result()
+    tuned = trainer.save_weights_and_get_sampling_client("batched")
+    prompts = [PROMPT, [1, 60, 61], PROMPT + [70, 71, 72, 73]]
+    greedy = types.SamplingParams(max_tokens=6, temperature=0.0)
+    seeded = types.SamplingParams(max_tokens=6, temperature=1.0, seed=99)
+    cases = [(s, p, params) for s in (base_sampler, tuned) for p in prompts for params in (greedy, seeded)]
+    alone = [s.sample(p, 2, params).result() for s, p, params in cases]
+    gate = engine.submit(__import__("time").sleep, 0.5)  # hold the worker so the requests queue up together
+    futures = [s.sample(p, 2, params) for s, p, params in cases]
+    gate.result()
+    together = [f.result() for f in futures]
+    for a, b in zip(alone, together):
+        assert [s.tokens for s in a.sequences] == [s.tokens for s in b.sequences]
+        for sa, sb in zip(a.sequences, b.sequences):
+            torch.testing.assert_close(torch.tensor(sa.logprobs), torch.tensor(sb.logprobs), rtol=1e-4, atol=1e-4)
+    assert [s.tokens for s in alone[0].sequences] != [s.tokens for s in alone[len(cases) // 2].sequences]

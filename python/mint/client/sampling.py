@@ -48,9 +48,9 @@ class SamplingClient:
             params = coerce(types.SamplingParams, sampling_params, "sampling_params")
             if include_prompt_logprobs or topk_prompt_logprobs:
                 raise BadRequestError("prompt logprobs are not supported yet", field="include_prompt_logprobs")
+            return APIFuture(self._engine.submit_sample(self._slot, prompt, num_samples, params))
         except MintError as exc:
             return failed(exc)
-        return APIFuture(self._engine.submit(self._engine.sample, self._slot, prompt, num_samples, params))
 
     async def sample_async(self, prompt, num_samples=1, sampling_params=None, include_prompt_logprobs=False,
                            topk_prompt_logprobs=0) -> types.SampleResponse:

@@ -6,8 +6,8 @@ any thread can share one engine without locks around the model.
 
 from __future__ import annotations
 
+import collections
 import os
-import queue
 import threading
 import uuid
 from concurrent.futures import Future
@@ -25,7 +25,7 @@ from mint.engine.lora_layers import ATTN, MLP, UNEMBED, LoraBatch, LoraContext, 
 from mint.engine.losses import LOSSES
 from mint.engine.models import LoadedModel
 from mint.engine.optimizer import AdapterOptimizerState, fused_step
-from mint.engine.sampler import generate
+from mint.engine.sampler import SampleRequest, generate
 from mint.errors import BadRequestError, NotFoundError
 
 
@@ -54,26 +54,57 @@ class Engine:
         self.max_context = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self._adapters: dict[str, TrainingAdapter] = {}
         self._samplers: dict[str, list[int]] = {}  # checkpoint path -> [slot, refcount]
-        self._jobs: queue.Queue = queue.Queue()
+        self._jobs: collections.deque = collections.deque()
+        self._jobs_cv = threading.Condition()
+        self.max_sample_rows = 64
         self._worker = threading.Thread(target=self._run, name=f"mint-engine-{self.base_model}", daemon=True)
         self._worker.start()
 
     # ---- worker plumbing ----
+    def _next_jobs(self) -> list[tuple]:
+        """The next job; a sample job takes every queued sample job with it (they do not depend on training
+        jobs: samplers read their own snapshot slots), up to ``max_sample_rows`` sequences."""
+        with self._jobs_cv:
+            while not self._jobs:
+                self._jobs_cv.wait()
+            first = self._jobs.popleft()
+            if first[0] != "sample":
+                return [first]
+            batch, rest, rows = [first], collections.deque(), first[2][0].num_samples
+            while self._jobs:
+                job = self._jobs.popleft()
+                if job[0] == "sample" and rows + job[2][0].num_samples <= self.max_sample_rows:
+                    batch.append(job)
+                    rows += job[2][0].num_samples
+                else:
+                    rest.append(job)
+            self._jobs = rest
+            return batch
+
     def _run(self) -> None:
         while True:
-            fn, args, future = self._jobs.get()
-            if not future.set_running_or_notify_cancel():
+            jobs = [j for j in self._next_jobs() if j[3].set_running_or_notify_cancel()]
+            if not jobs:
                 continue
+            if jobs[0][0] == "sample":
+                self._run_samples(jobs)
+                continue
+            _, fn, args, future = jobs[0]
             try:
                 future.set_result(fn(*args))
             except BaseException as exc:  # noqa: BLE001 - delivered to the caller through the future
                 future.set_exception(exc)
 
+    def _enqueue(self, kind: str, fn, args: tuple) -> Future:
+        future: Future = Future()
+        with self._jobs_cv:
+            self._jobs.append((kind, fn, args, future))
+            self._jobs_cv.notify()
+        return future
+
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         """Queue ``fn(*args)`` on the worker thread; its result or exception arrives in the returned future."""
-        future: Future = Future()
-        self._jobs.put((fn, args, future))
-        return future
+        return self._enqueue("call", fn, args)
 
     # ---- training adapters ----
     def create_training_adapter(self, config: types.LoraConfig) -> str:
@@ -211,24 +242,38 @@ class Engine:
             del self._samplers[path]
             self.pool.free(entry[0])
 
-    def sample(
+    def submit_sample(
         self, slot: int, prompt: types.ModelInput, num_samples: int, params: types.SamplingParams
-    ) -> types.SampleResponse:
-        """Sample ``num_samples`` sequences from the adapter in ``slot`` (-1 = base model)."""
-        if not isinstance(num_samples, int) or num_samples < 1:
+    ) -> Future:
+        """Queue a sample request for adapter ``slot`` (-1 = base model); the future gets a SampleResponse.
+
+        Requests queued together are decoded in one batch. Input errors are raised here, before queueing.
+        """
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise BadRequestError("must be a positive integer", field="num_samples")
+        if num_samples > self.max_sample_rows:
+            raise BadRequestError(f"must be at most {self.max_sample_rows}", field="num_samples")
         tokens = prompt.to_ints()
         check_tokens(tokens, self.vocab_size, self.max_context, "prompt")
         if len(tokens) >= self.max_context:
             raise BadRequestError(f"leaves no room to generate within the context of {self.max_context}", field="prompt")
         for i, tok in enumerate(params.stop_tokens()):
             if not 0 <= tok < self.vocab_size:
-                raise BadRequestError(f"token id {tok} is outside the vocabulary", field=f"sampling_params.stop[{i}]")
+                raise BadRequestError(f"token id {tok} is outside the vocabulary", field="sampling_params.stop")
         seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(7), "little")
-        sequences = generate(
-            self.model, self.context, self.tokenizer, slot, tokens, num_samples, params, seed, self.max_context
-        )
-        return types.SampleResponse(sequences=sequences)
+        request = SampleRequest(slot=slot, prompt=tokens, num_samples=num_samples, params=params, seed=seed)
+        return self._enqueue("sample", None, (request,))
+
+    def _run_samples(self, jobs: list[tuple]) -> None:
+        requests = [job[2][0] for job in jobs]
+        try:
+            results = generate(self.model, self.context, self.tokenizer, requests, self.max_context)
+        except BaseException as exc:  # noqa: BLE001
+            for job in jobs:
+                job[3].set_exception(exc)
+            return
+        for job, sequences in zip(jobs, results):
+            job[3].set_result(types.SampleResponse(sequences=sequences))
 
 
 _engines: dict[str, Engine] = {}

@@ -1,6 +1,9 @@
-"""Autoregressive sampling with a KV cache, one adapter slot per request, through the mint sampling op."""
+"""Autoregressive sampling with a KV cache, many requests (each with its own adapter) in one batch."""
 
 from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
@@ -8,6 +11,22 @@ from transformers import DynamicCache
 from mint import ops, types
 from mint.engine.lora_layers import LoraBatch, LoraContext
 from mint.errors import InternalServerError
+
+
+def _cache_kwarg(model: torch.nn.Module) -> str:
+    """transformers >= 5.2x calls the KV cache argument ``cache``; older releases ``past_key_values``."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+@dataclass
+class SampleRequest:
+    """One sample() call: ``num_samples`` continuations of ``prompt`` with adapter ``slot`` (-1 = base)."""
+
+    slot: int
+    prompt: list[int]
+    num_samples: int
+    params: types.SamplingParams
+    seed: int
 
 
 class StopChecker:
@@ -33,63 +52,86 @@ def generate(
     model: torch.nn.Module,
     context: LoraContext,
     tokenizer,
-    slot: int,
-    prompt: list[int],
-    num_samples: int,
-    params: types.SamplingParams,
-    seed: int,
+    requests: list[SampleRequest],
     max_context: int,
-) -> list[types.SampledSequence]:
-    """Sample ``num_samples`` continuations of ``prompt`` with adapter ``slot`` (-1 = base model).
+) -> list[list[types.SampledSequence]]:
+    """Sample every request in one batch; returns, per request, its ``num_samples`` sequences in order.
 
-    The prompt is prefilled once; its KV cache is shared by copying it to ``num_samples`` rows. Row i draws its
-    randomness from (seed, subsequence=i, offset=step), so a request's tokens do not depend on its batch.
-    Finished rows leave the batch. Returns one SampledSequence per sample, in order.
+    Each distinct prompt is prefilled once (left-padded to a common length); its KV cache rows are copied to
+    its samples. Row j of request r draws from (seed_r, subsequence=j, offset=step), so a request's tokens do
+    not depend on the rest of the batch's randomness. Finished rows leave the batch.
     """
+    kw = _cache_kwarg(model)
+    lengths = [len(r.prompt) for r in requests]
+    width = max(lengths)
+    ids = torch.zeros(len(requests), width, dtype=torch.int64)
+    mask = torch.zeros(len(requests), width, dtype=torch.int64)
+    for i, r in enumerate(requests):
+        ids[i, width - lengths[i] :] = torch.tensor(r.prompt)
+        mask[i, width - lengths[i] :] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+
+    # One row per sample: its request, sample index, adapter, parameters and stop rule.
+    row_req = [i for i, r in enumerate(requests) for _ in range(r.num_samples)]
+    row_sub = [j for r in requests for j in range(r.num_samples)]
+    temperature = torch.tensor([requests[i].params.temperature for i in row_req], dtype=torch.float32)
+    top_k = torch.tensor([requests[i].params.top_k for i in row_req], dtype=torch.int64)
+    top_p = torch.tensor([requests[i].params.top_p for i in row_req], dtype=torch.float32)
+    seeds = torch.tensor([requests[i].seed for i in row_req], dtype=torch.int64)
+    subsequence = torch.tensor(row_sub, dtype=torch.int64)
+    stops = [StopChecker(r.params, tokenizer) for r in requests]
+    budgets = [min(r.params.max_tokens, max_context - len(r.prompt)) for r in requests]
+
     cache = DynamicCache(config=model.config)
-    context.batch = LoraBatch([slot])
+    context.batch = LoraBatch([r.slot for r in requests])
     try:
-        out = model(input_ids=torch.tensor([prompt]), past_key_values=cache, use_cache=True, logits_to_keep=1)
-        logits = out.logits[:, -1, :].float().expand(num_samples, -1)
-        if num_samples > 1:
-            cache.batch_repeat_interleave(num_samples)
-        budget = min(params.max_tokens, max_context - len(prompt))
-        stop = StopChecker(params, tokenizer)
-        tokens: list[list[int]] = [[] for _ in range(num_samples)]
-        logprobs: list[list[float]] = [[] for _ in range(num_samples)]
-        reasons = ["length"] * num_samples
-        alive = list(range(num_samples))
-        temperature = torch.full((num_samples,), float(params.temperature))
-        top_k = torch.full((num_samples,), int(params.top_k), dtype=torch.int64)
-        top_p = torch.full((num_samples,), float(params.top_p))
-        seeds = torch.full((num_samples,), seed, dtype=torch.int64)
-        for step in range(budget):
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+                    **{kw: cache})
+        index = torch.tensor(row_req, dtype=torch.int64)
+        logits = out.logits[:, -1, :].float().index_select(0, index)
+        if len(row_req) != len(requests) or row_req != list(range(len(requests))):
+            cache.batch_select_indices(index)
+        mask = mask.index_select(0, index)
+        alive = list(range(len(row_req)))
+        tokens: list[list[int]] = [[] for _ in row_req]
+        logprobs: list[list[float]] = [[] for _ in row_req]
+        reasons = ["length"] * len(row_req)
+        step = 0
+        while alive:
             rows = torch.tensor(alive, dtype=torch.int64)
-            n = len(alive)
             next_tokens, next_logprobs = ops.sample(
-                logits, temperature[:n], top_k[:n], top_p[:n], seeds[:n], rows, torch.full((n,), step, dtype=torch.int64)
+                logits, temperature[rows], top_k[rows], top_p[rows], seeds[rows], subsequence[rows],
+                torch.full((len(alive),), step, dtype=torch.int64),
             )
             if bool((next_tokens < 0).any()):
-                raise InternalServerError("the model produced NaN or all -inf logits; sampling stopped")
+                raise InternalServerError("the model produced NaN or infinite logits; sampling stopped")
             keep = []
             for j, row in enumerate(alive):
                 tokens[row].append(int(next_tokens[j]))
                 logprobs[row].append(float(next_logprobs[j]))
-                if stop(tokens[row]):
+                req = row_req[row]
+                if stops[req](tokens[row]):
                     reasons[row] = "stop"
-                else:
+                elif len(tokens[row]) < budgets[req]:
                     keep.append(j)
-            if not keep or step + 1 == budget:
+            if not keep:
                 break
-            if len(keep) < n:
-                cache.batch_select_indices(torch.tensor(keep, dtype=torch.int64))
+            if len(keep) < len(alive):
+                sel = torch.tensor(keep, dtype=torch.int64)
+                cache.batch_select_indices(sel)
+                mask = mask.index_select(0, sel)
+                next_tokens = next_tokens.index_select(0, sel)
                 alive = [alive[j] for j in keep]
-                next_tokens = next_tokens[keep]
-            context.batch = LoraBatch([slot] * len(alive))
-            out = model(input_ids=next_tokens[:, None], past_key_values=cache, use_cache=True)
+            step += 1
+            mask = torch.cat([mask, torch.ones(len(alive), 1, dtype=torch.int64)], dim=1)
+            pos = torch.tensor([lengths[row_req[row]] + step - 1 for row in alive], dtype=torch.int64)[:, None]
+            context.batch = LoraBatch([requests[row_req[row]].slot for row in alive])
+            out = model(input_ids=next_tokens[:, None], attention_mask=mask, position_ids=pos, use_cache=True,
+                        **{kw: cache})
             logits = out.logits[:, -1, :].float()
     finally:
         context.batch = None
-    return [
-        types.SampledSequence(stop_reason=reasons[i], tokens=tokens[i], logprobs=logprobs[i]) for i in range(num_samples)
-    ]
+    results: list[list[types.SampledSequence]] = [[] for _ in requests]
+    for row, req in enumerate(row_req):
+        results[req].append(types.SampledSequence(stop_reason=reasons[row], tokens=tokens[row], logprobs=logprobs[row]))
+    return results
