@@ -7,7 +7,7 @@ from mint._loader import load_extension
 
 load_extension()
 
-from mint.ops.adam import fused_adamw  # noqa: E402
+from mint.ops.adam import FusedAdamW, fused_adamw  # noqa: E402
 from mint.ops.lora import (  # noqa: E402
     lora_apply,
     lora_apply_by_token,
@@ -19,6 +19,7 @@ from mint.ops.lora import (  # noqa: E402
 from mint.ops.sampling import sample  # noqa: E402
 
 __all__ = [
+    "FusedAdamW",
     "fused_adamw",
     "lora_apply",
     "lora_apply_by_token",
