@@ -101,7 +101,7 @@ def test_trained_adapter_sampling_and_logprobs(service, tiny_llama):
     )
     for _ in range(30):
         trainer.forward_backward([datum]).result()
-        trainer.optim_step(types.AdamParams(learning_rate=2e-2)).result()
+        trainer.optim_step(types.AdamParams(learning_rate=5e-3)).result()
     sampler = trainer.save_weights_and_get_sampling_client("memorised")
     assert sampler.model_path.startswith("mint://") and "/sampler_weights/memorised" in sampler.model_path
     out = sampler.sample(PROMPT, 1, types.SamplingParams(max_tokens=4, temperature=0.0)).result()
