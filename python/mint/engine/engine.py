@@ -6,6 +6,7 @@ any thread can share one engine without locks around the model.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import os
 import threading
@@ -83,7 +84,10 @@ class Engine:
 
     def _run(self) -> None:
         while True:
-            jobs = [j for j in self._next_jobs() if j[3].set_running_or_notify_cancel()]
+            jobs = self._next_jobs()
+            if jobs[0][0] == "stop":
+                return
+            jobs = [j for j in jobs if j[3].set_running_or_notify_cancel()]
             if not jobs:
                 continue
             if jobs[0][0] == "sample":
@@ -101,6 +105,12 @@ class Engine:
             self._jobs.append((kind, fn, args, future))
             self._jobs_cv.notify()
         return future
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Finish the queued jobs, then stop the worker thread."""
+        if self._worker.is_alive():
+            self._enqueue("stop", None, ())
+            self._worker.join(timeout)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         """Queue ``fn(*args)`` on the worker thread; its result or exception arrives in the returned future."""
@@ -278,6 +288,15 @@ class Engine:
 
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
+
+
+@atexit.register
+def _close_engines() -> None:
+    """Stop the worker threads before the interpreter tears torch down under them."""
+    with _engines_lock:
+        engines = list(_engines.values())
+    for engine in engines:
+        engine.close()
 
 
 def get_engine(base_model: str) -> Engine:

@@ -68,16 +68,16 @@ class MultiLoraLinear(nn.Module):
         self.scales = torch.zeros(capacity, dtype=torch.float32)
 
     def resize(self, capacity: int, max_rank: int) -> None:
-        """Grow the pool to ``capacity`` slots and ``max_rank`` rows, keeping the existing weights."""
-        old_n, old_r = self.lora_a.shape[:2]
+        """Reshape the pool to ``capacity`` slots of ``max_rank`` rows, keeping the weights that still fit."""
+        n, r = min(capacity, self.lora_a.shape[0]), min(max_rank, self.lora_a.shape[1])
         a = self.lora_a.new_zeros(capacity, max_rank, self.in_features)
         b = self.lora_b.new_zeros(capacity, max_rank, self.out_features)
-        a[:old_n, :old_r] = self.lora_a
-        b[:old_n, :old_r] = self.lora_b
+        a[:n, :r] = self.lora_a[:n, :r]
+        b[:n, :r] = self.lora_b[:n, :r]
         ranks = self.ranks.new_zeros(capacity)
         scales = self.scales.new_zeros(capacity)
-        ranks[:old_n] = self.ranks
-        scales[:old_n] = self.scales
+        ranks[:n] = self.ranks[:n].clamp(max=max_rank)
+        scales[:n] = self.scales[:n]
         self.lora_a, self.lora_b, self.ranks, self.scales = a, b, ranks, scales
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
