@@ -10,15 +10,41 @@ from mint._loader import load_extension
 load_extension()
 
 from mint import ops, types  # noqa: E402
+from mint.types import (  # noqa: E402,F401  (top-level names, as the Tinker SDK exports them)
+    AdamParams,
+    Datum,
+    EncodedTextChunk,
+    ForwardBackwardOutput,
+    LoraConfig,
+    ModelInput,
+    SampledSequence,
+    SampleResponse,
+    SamplingParams,
+    TensorData,
+)
 from mint.errors import *  # noqa: E402,F401,F403
 from mint.errors import __all__ as _error_names  # noqa: E402
 
 __version__ = "0.1.0"
 
-try:  # the clients need the engine (transformers); the kernels do not
-    from mint.client import SamplingClient, ServiceClient, TrainingClient  # noqa: F401
-except ImportError as _exc:  # pragma: no cover - only while the client package is being built
-    if "mint.client" not in str(_exc):
-        raise
+from mint.client import APIFuture, SamplingClient, ServiceClient, TrainingClient  # noqa: E402
 
-__all__ = ["ServiceClient", "TrainingClient", "SamplingClient", "ops", "types", *_error_names]
+__all__ = [
+    "APIFuture",
+    "AdamParams",
+    "Datum",
+    "EncodedTextChunk",
+    "ForwardBackwardOutput",
+    "LoraConfig",
+    "ModelInput",
+    "SampleResponse",
+    "SampledSequence",
+    "SamplingClient",
+    "SamplingParams",
+    "ServiceClient",
+    "TensorData",
+    "TrainingClient",
+    "ops",
+    "types",
+    *_error_names,
+]

@@ -58,6 +58,7 @@ class Engine:
         self._jobs: collections.deque = collections.deque()
         self._jobs_cv = threading.Condition()
         self.max_sample_rows = 64
+        self.sample_gather_s = 0.005
         self._worker = threading.Thread(target=self._run, name=f"mint-engine-{self.base_model}", daemon=True)
         self._worker.start()
 
@@ -68,6 +69,10 @@ class Engine:
         with self._jobs_cv:
             while not self._jobs:
                 self._jobs_cv.wait()
+            first = self._jobs[0]
+            if first[0] == "sample" and len(self._jobs) == 1:
+                # A lone sample request: give requests submitted right after it a moment to join its batch.
+                self._jobs_cv.wait(self.sample_gather_s)
             first = self._jobs.popleft()
             if first[0] != "sample":
                 return [first]

@@ -6,7 +6,6 @@ import inspect
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache
 
 from mint import ops, types
 from mint.engine.lora_layers import LoraBatch, LoraContext
@@ -61,6 +60,8 @@ def generate(
     its samples. Row j of request r draws from (seed_r, subsequence=j, offset=step), so a request's tokens do
     not depend on the rest of the batch's randomness. Finished rows leave the batch.
     """
+    from transformers import DynamicCache
+
     kw = _cache_kwarg(model)
     lengths = [len(r.prompt) for r in requests]
     width = max(lengths)
