@@ -1,6 +1,6 @@
 """Quickstart: teach SmolLM2-135M-Instruct Pig Latin with a LoRA adapter, through mint's public API.
 
-    python examples/quickstart.py            # about 5 minutes on 2 CPU cores
+    python examples/quickstart.py            # about 7 minutes on 2 CPU cores
 
 It scores the base model and the fine-tuned adapter on held-out sentences (exact match and character
 similarity), so you can see that the adapter learned the task.
@@ -61,10 +61,10 @@ def evaluate(sampler: mint.SamplingClient, tokenizer, sentences: list[str], labe
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=80)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--rank", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--n-test", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
