@@ -1,0 +1,5 @@
+"""``python -m bench`` runs every CPU benchmark."""
+
+from bench.run_all import main
+
+main()

@@ -1,0 +1,108 @@
+"""Multi-adapter LoRA forward and backward on CPU: mint vs the PyTorch ways of doing it.
+
+    python -m bench.lora_ops [--full] [--dtype float32|bfloat16] [--repeats 5]
+
+Baselines: (a) a per-adapter loop that gathers each adapter's rows, multiplies and scatters back (as
+PEFT's mixed-batch forward does); (b) gathering each token's adapter weights and using bmm (as a serving
+engine's PyTorch fallback does; skipped where it would need over 1 GiB); backward: autograd through (a).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+
+import torch
+
+from bench.common import bound_seconds, machine, machine_limits, median_time, print_table
+from mint import ops
+
+SHAPES = [(576, 576), (576, 1536), (1536, 576), (4096, 4096), (4096, 11008)]
+
+
+def make_case(t: int, k: int, rank: int, d_in: int, d_out: int, dtype: torch.dtype):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(t, d_in, generator=gen).to(dtype)
+    y = torch.randn(t, d_out, generator=gen).to(dtype)
+    a = (torch.randn(k, rank, d_in, generator=gen) / d_in**0.5).to(dtype)
+    b = (torch.randn(k, rank, d_out, generator=gen) / rank**0.5).to(dtype)
+    ids = torch.sort(torch.randint(0, k, (t,), generator=gen)).values
+    _, indptr, adapters = ops.segments_from_adapter_ids(ids)
+    ranks = torch.full((k,), rank, dtype=torch.int64)
+    scales = torch.full((k,), 2.0, dtype=torch.float32)
+    return x, y, a, b, ids, indptr, adapters, ranks, scales
+
+
+def loop_forward(x, y, a, b, ids, scale=2.0):
+    out = y.clone()
+    for n in torch.unique(ids).tolist():
+        rows = (ids == n).nonzero(as_tuple=True)[0]
+        out.index_add_(0, rows, scale * (x.index_select(0, rows) @ a[n].T) @ b[n])
+    return out
+
+
+def bmm_forward(x, y, a, b, ids, scale=2.0):
+    h = torch.bmm(a[ids], x.unsqueeze(-1)).squeeze(-1)  # [T, r]
+    return y + scale * torch.bmm(h.unsqueeze(1), b[ids]).squeeze(1)
+
+
+def run(cases, dtype: torch.dtype, repeats: int, limits) -> tuple[list, list]:
+    fwd_rows, bwd_rows = [], []
+    for (d_in, d_out), t, k, rank in cases:
+        x, y, a, b, ids, indptr, adapters, ranks, scales = make_case(t, k, rank, d_in, d_out, dtype)
+        used = int(torch.unique(ids).numel())
+        itemsize = x.element_size()
+        bytes_fwd = itemsize * (t * d_in + 2 * t * d_out + used * rank * (d_in + d_out))
+        flops_fwd = 2 * t * rank * (d_in + d_out)
+        bound = bound_seconds(bytes_fwd, flops_fwd, limits)
+        t_mint = median_time(lambda: ops.lora_apply(y, x, a, b, indptr, adapters, ranks, scales), repeats)
+        t_loop = median_time(lambda: loop_forward(x, y, a, b, ids), repeats)
+        gather_bytes = t * rank * (d_in + d_out) * itemsize
+        t_bmm = median_time(lambda: bmm_forward(x, y, a, b, ids), repeats) if gather_bytes < 2**30 else float("nan")
+        best = min(t_loop, t_bmm) if t_bmm == t_bmm else t_loop
+        fwd_rows.append([f"{d_in}->{d_out}", t, k, rank, f"{t_mint * 1e3:.3f}", f"{t_loop * 1e3:.3f}",
+                         "n/a" if t_bmm != t_bmm else f"{t_bmm * 1e3:.3f}", f"{best / t_mint:.2f}x",
+                         f"{bound / t_mint:.0%}"])
+
+        xg, ag, bg = (v.clone().requires_grad_(True) for v in (x, a, b))
+        grad_out = torch.randn(t, d_out).to(dtype)
+
+        def mint_bwd():
+            out = ops.lora_apply(y, xg, ag, bg, indptr, adapters, ranks, scales)
+            torch.autograd.grad(out, (xg, ag, bg), grad_out)
+
+        def loop_bwd():
+            out = loop_forward(xg, y, ag, bg, ids)
+            torch.autograd.grad(out, (xg, ag, bg), grad_out)
+
+        t_mb = median_time(mint_bwd, repeats)
+        t_lb = median_time(loop_bwd, repeats)
+        bound_b = bound_seconds(3 * bytes_fwd, 3 * flops_fwd, limits)
+        bwd_rows.append([f"{d_in}->{d_out}", t, k, rank, f"{t_mb * 1e3:.3f}", f"{t_lb * 1e3:.3f}",
+                         f"{t_lb / t_mb:.2f}x", f"{bound_b / t_mb:.0%}"])
+    return fwd_rows, bwd_rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="every shape x T x K x rank of the issue")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    dtype = getattr(torch, args.dtype)
+    if args.full:
+        cases = list(itertools.product(SHAPES, [16, 256, 2048], [1, 4, 16, 64], [8, 16, 64]))
+    else:
+        cases = [((576, 1536), t, k, 16) for t, k in [(16, 4), (256, 1), (256, 4), (256, 16), (2048, 64)]]
+        cases += [((4096, 4096), 256, 4, 16), ((1536, 576), 2048, 16, 64)]
+    limits = machine_limits()
+    print(f"machine: {machine()}; copy {limits['copy_gbps']:.1f} GB/s, matmul {limits['matmul_gflops']:.0f} GFLOP/s")
+    fwd, bwd = run(cases, dtype, args.repeats, limits)
+    print_table(f"LoRA forward (shrink + expand), {args.dtype}, ms (median of {args.repeats})",
+                ["shape", "T", "K", "rank", "mint", "loop", "bmm", "vs best", "of bound"], fwd)
+    print_table(f"LoRA backward (forward + dx, dA, dB), {args.dtype}, ms",
+                ["shape", "T", "K", "rank", "mint", "autograd loop", "vs loop", "of bound"], bwd)
+
+
+if __name__ == "__main__":
+    main()
