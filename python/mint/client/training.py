@@ -38,14 +38,14 @@ class TrainingClient:
         data: Datum list; each has model_input (N tokens) and loss_fn_inputs with target_tokens (int64 [N]) and,
         for cross_entropy, optional weights (float32 [N]). Position i predicts target_tokens[i].
         """
-        return self._submit(self._engine.forward_backward, self.model_id, list(data), loss_fn, loss_fn_config, False)
+        return APIFuture(self._engine.submit_forward_backward(self.model_id, data, loss_fn, loss_fn_config, False))
 
     def forward_backward(
         self, data: list[types.Datum], loss_fn: str = "cross_entropy", loss_fn_config: dict[str, float] | None = None
     ) -> APIFuture[types.ForwardBackwardOutput]:
         """Like :meth:`forward`, and add the gradients of the summed loss to the adapter (they accumulate until
         :meth:`optim_step`). A failed call leaves the accumulated gradients unchanged."""
-        return self._submit(self._engine.forward_backward, self.model_id, list(data), loss_fn, loss_fn_config, True)
+        return APIFuture(self._engine.submit_forward_backward(self.model_id, data, loss_fn, loss_fn_config, True))
 
     def optim_step(self, adam_params: types.AdamParams | dict[str, Any] | None = None) -> APIFuture[types.OptimStepResponse]:
         """One AdamW step (decoupled weight decay) with the accumulated gradients, which are then zeroed."""
@@ -53,7 +53,7 @@ class TrainingClient:
             params = coerce(types.AdamParams, adam_params if adam_params is not None else {}, "adam_params")
         except MintError as exc:
             return failed(exc)
-        return self._submit(self._engine.optim_step, self.model_id, params)
+        return APIFuture(self._engine.submit_optim_step(self.model_id, params))
 
     def save_weights_for_sampler(self, name: str | None = None) -> APIFuture[types.SaveWeightsForSamplerResponse]:
         """Save the adapter weights; the result's ``path`` is ``mint://<run_id>/sampler_weights/<name>``."""

@@ -58,33 +58,56 @@ class Engine:
         self._jobs: collections.deque = collections.deque()
         self._jobs_cv = threading.Condition()
         self.max_sample_rows = 64
-        self.sample_gather_s = 0.005
+        self.max_batch_clients = 32
+        self.gather_s = 0.005
         self._worker = threading.Thread(target=self._run, name=f"mint-engine-{self.base_model}", daemon=True)
         self._worker.start()
 
     # ---- worker plumbing ----
     def _next_jobs(self) -> list[tuple]:
-        """The next job; a sample job takes every queued sample job with it (they do not depend on training
-        jobs: samplers read their own snapshot slots), up to ``max_sample_rows`` sequences."""
+        """The next job, or a batch of jobs that can run as one pass.
+
+        - sample jobs: every queued sample job (they read their own snapshot slots, so they never depend on
+          training jobs), up to ``max_sample_rows`` sequences;
+        - "fb" (forward / forward_backward) and "optim" jobs: the first pending job of each adapter, as long as
+          it is of the same kind as the head job, scanning until a job that is not adapter-scoped (a barrier).
+          Each adapter's requests therefore keep their order.
+        """
         with self._jobs_cv:
             while not self._jobs:
                 self._jobs_cv.wait()
             first = self._jobs[0]
-            if first[0] == "sample" and len(self._jobs) == 1:
-                # A lone sample request: give requests submitted right after it a moment to join its batch.
-                self._jobs_cv.wait(self.sample_gather_s)
+            if first[0] in ("sample", "fb", "optim") and len(self._jobs) == 1:
+                # A lone request: give requests submitted right after it a moment to join its batch.
+                self._jobs_cv.wait(self.gather_s)
             first = self._jobs.popleft()
-            if first[0] != "sample":
+            if first[0] == "sample":
+                batch, rows, keep = [first], first[2][0].num_samples, collections.deque()
+                for job in self._jobs:
+                    if job[0] == "sample" and rows + job[2][0].num_samples <= self.max_sample_rows:
+                        batch.append(job)
+                        rows += job[2][0].num_samples
+                    else:
+                        keep.append(job)
+                self._jobs = keep
+                return batch
+            if first[0] not in ("fb", "optim"):
                 return [first]
-            batch, rest, rows = [first], collections.deque(), first[2][0].num_samples
-            while self._jobs:
-                job = self._jobs.popleft()
-                if job[0] == "sample" and rows + job[2][0].num_samples <= self.max_sample_rows:
-                    batch.append(job)
-                    rows += job[2][0].num_samples
+            batch, seen, keep = [first], {first[2][0]}, collections.deque()
+            for i, job in enumerate(self._jobs):
+                if job[0] == "sample":
+                    keep.append(job)
+                elif job[0] in ("fb", "optim"):
+                    run_id = job[2][0]
+                    if job[0] == first[0] and run_id not in seen and len(batch) < self.max_batch_clients:
+                        batch.append(job)
+                    else:
+                        keep.append(job)
+                    seen.add(run_id)
                 else:
-                    rest.append(job)
-            self._jobs = rest
+                    keep.extend(list(self._jobs)[i:])
+                    break
+            self._jobs = keep
             return batch
 
     def _run(self) -> None:
@@ -95,14 +118,19 @@ class Engine:
             jobs = [j for j in jobs if j[3].set_running_or_notify_cancel()]
             if not jobs:
                 continue
-            if jobs[0][0] == "sample":
+            kind = jobs[0][0]
+            if kind == "sample":
                 self._run_samples(jobs)
-                continue
-            _, fn, args, future = jobs[0]
-            try:
-                future.set_result(fn(*args))
-            except BaseException as exc:  # noqa: BLE001 - delivered to the caller through the future
-                future.set_exception(exc)
+            elif kind == "fb":
+                self._run_forward_backward(jobs)
+            elif kind == "optim":
+                self._run_optim(jobs)
+            else:
+                _, fn, args, future = jobs[0]
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as exc:  # noqa: BLE001 - delivered to the caller through the future
+                    future.set_exception(exc)
 
     def _enqueue(self, kind: str, fn, args: tuple) -> Future:
         future: Future = Future()
@@ -150,12 +178,19 @@ class Engine:
         if adapter is not None:
             self.pool.free(adapter.slot)
 
-    def _pool_tensors(self, adapter: TrainingAdapter) -> list[torch.Tensor]:
-        out = []
-        for layer in self.layers.values():
-            if layer.kind in adapter.spec.kinds:
-                out += [layer.lora_a, layer.lora_b]
-        return out
+    def submit_forward_backward(
+        self, run_id: str, data: list[types.Datum], loss_fn: str, loss_fn_config: dict[str, float] | None,
+        backward: bool = True,
+    ) -> Future:
+        """Queue a forward (``backward=False``) or forward_backward; the future gets a ForwardBackwardOutput.
+
+        Requests of several adapters pending together run as one pass (each adapter's rows in its own segments).
+        """
+        return self._enqueue("fb", None, (run_id, data, loss_fn, loss_fn_config, backward))
+
+    def submit_optim_step(self, run_id: str, params: types.AdamParams) -> Future:
+        """Queue an AdamW step; pending steps of several adapters run as one fused call."""
+        return self._enqueue("optim", None, (run_id, params))
 
     def forward_backward(
         self,
@@ -167,8 +202,14 @@ class Engine:
     ) -> types.ForwardBackwardOutput:
         """Run the loss over ``data`` and (if ``backward``) add its gradients to the adapter's accumulators.
 
-        Everything is validated before any work; a failure leaves the accumulated gradients untouched.
+        Runs on the calling thread (use it from the worker). Everything is validated before any work; a failure
+        leaves the accumulated gradients untouched.
         """
+        prepared = self._prepare_forward_backward(run_id, data, loss_fn, loss_fn_config)
+        return self._forward_backward_many([prepared], backward)[0]
+
+    def _prepare_forward_backward(self, run_id, data, loss_fn, loss_fn_config) -> tuple:
+        """Validate one request: (adapter, loss_fn, spec, config, packed batch)."""
         adapter = self.adapter(run_id)
         spec = LOSSES.get(loss_fn) if isinstance(loss_fn, str) else None
         if spec is None:
@@ -179,40 +220,122 @@ class Engine:
                 raise BadRequestError(f"unknown key {key!r} for {loss_fn}", field="loss_fn_config")
             config[key] = float(value)
         batch = pack(data, spec, self.vocab_size, self.max_context)
-        tensors = self._pool_tensors(adapter) if backward else []
+        return adapter, loss_fn, spec, config, batch
+
+    def _run_forward_backward(self, jobs: list[tuple]) -> None:
+        prepared, ready = [], []
+        for job in jobs:
+            run_id, data, loss_fn, loss_fn_config, _ = job[2]
+            try:
+                prepared.append(self._prepare_forward_backward(run_id, data, loss_fn, loss_fn_config))
+                ready.append(job)
+            except BaseException as exc:  # noqa: BLE001
+                job[3].set_exception(exc)
+        if not ready:
+            return
+        backward = ready[0][2][4]
+        same = [j[2][4] == backward for j in ready]
+        if not all(same):  # forward and forward_backward never share a batch; run them apart
+            for job, prep in zip(ready, prepared):
+                self._deliver([job], lambda prep=prep, b=job[2][4]: self._forward_backward_many([prep], b))
+            return
+        self._deliver(ready, lambda: self._forward_backward_many(prepared, backward))
+
+    @staticmethod
+    def _deliver(jobs: list[tuple], compute: Callable[[], list]) -> None:
+        try:
+            results = compute()
+        except BaseException as exc:  # noqa: BLE001
+            for job in jobs:
+                job[3].set_exception(exc)
+            return
+        for job, result in zip(jobs, results):
+            job[3].set_result(result)
+
+    def _forward_backward_many(self, prepared: list[tuple], backward: bool) -> list[types.ForwardBackwardOutput]:
+        """One pass over the rows of several requests (each adapter in its own segments), one backward."""
+        width = max(p[4].input_ids.shape[1] for p in prepared)
+
+        def pad(t: torch.Tensor) -> torch.Tensor:
+            return F.pad(t, (0, width - t.shape[1]))
+
+        input_ids = torch.cat([pad(p[4].input_ids) for p in prepared])
+        attention = torch.cat([pad(p[4].attention_mask) for p in prepared])
+        row_slots = [p[0].slot for p in prepared for _ in p[4].lengths]
+        adapters = list({id(p[0]): p[0] for p in prepared}.values())
+        kinds = set().union(*(a.spec.kinds for a in adapters))
+        tensors = []
+        if backward:
+            for layer in self.layers.values():
+                if layer.kind in kinds:
+                    tensors += [layer.lora_a, layer.lora_b]
         for t in tensors:
             t.requires_grad_(True)
-        self.context.batch = LoraBatch([adapter.slot] * len(batch.lengths))
+        self.context.batch = LoraBatch(row_slots)
         try:
             with torch.enable_grad() if backward else torch.no_grad():
-                out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+                out = self.model(input_ids=input_ids, attention_mask=attention, use_cache=False)
                 logits = out.logits.float()
-                targets = batch.inputs["target_tokens"]
-                logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-                loss, extra = spec.fn(logprobs, batch.inputs, batch.mask, config)
-                grads = torch.autograd.grad(loss, tensors) if backward else ()
+                losses, extras, logprobs = [], [], []
+                row = 0
+                for _, _, spec, config, batch in prepared:
+                    rows = len(batch.lengths)
+                    n = batch.input_ids.shape[1]
+                    part = logits[row : row + rows, :n]
+                    row += rows
+                    targets = batch.inputs["target_tokens"]
+                    lp = torch.log_softmax(part, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+                    loss, extra = spec.fn(lp, batch.inputs, batch.mask, config)
+                    losses.append(loss)
+                    extras.append(extra)
+                    logprobs.append(lp.detach())
+                grads = torch.autograd.grad(torch.stack(losses).sum(), tensors) if backward else ()
         finally:
             self.context.batch = None
             for t in tensors:
                 t.requires_grad_(False)
         if backward:
-            rank, slot = adapter.spec.rank, adapter.slot
-            adapter.optimizer.accumulate([g[slot, :rank] for g in grads])
-        lp = logprobs.detach()
-        outputs = [
-            {"logprobs": types.TensorData.from_torch(lp[i, :n].contiguous())} for i, n in enumerate(batch.lengths)
-        ]
-        metrics = {"loss:sum": float(loss.detach()), **{k: float(v) for k, v in extra.items()}}
-        return types.ForwardBackwardOutput(
-            loss_fn_output_type=loss_fn, loss_fn_outputs=outputs, metrics=metrics
-        )
+            by_tensor = dict(zip((id(t) for t in tensors), grads))
+            for adapter in adapters:
+                rank, slot = adapter.spec.rank, adapter.slot
+                own = []
+                for layer in self.layers.values():
+                    if layer.kind in adapter.spec.kinds:
+                        own += [by_tensor[id(layer.lora_a)][slot, :rank], by_tensor[id(layer.lora_b)][slot, :rank]]
+                adapter.optimizer.accumulate(own)
+        results = []
+        for (_, loss_fn, _, _, batch), loss, extra, lp in zip(prepared, losses, extras, logprobs):
+            outputs = [
+                {"logprobs": types.TensorData.from_torch(lp[i, :n].contiguous())} for i, n in enumerate(batch.lengths)
+            ]
+            metrics = {"loss:sum": float(loss.detach()), **{k: float(v) for k, v in extra.items()}}
+            results.append(
+                types.ForwardBackwardOutput(loss_fn_output_type=loss_fn, loss_fn_outputs=outputs, metrics=metrics)
+            )
+        return results
 
     def optim_step(self, run_id: str, params: types.AdamParams) -> types.OptimStepResponse:
         """Apply one AdamW step to the adapter with its accumulated gradients, then zero them."""
-        adapter = self.adapter(run_id)
-        views = [view for _, view in self.pool.parameters(adapter.slot)]
-        (norm,) = fused_step([(views, adapter.optimizer, params)])
-        return types.OptimStepResponse(metrics={"grad_norm": norm, "step": float(adapter.optimizer.steps.max())})
+        return self._optim_many([(self.adapter(run_id), params)])[0]
+
+    def _run_optim(self, jobs: list[tuple]) -> None:
+        ready = []
+        for job in jobs:
+            try:
+                ready.append((job, self.adapter(job[2][0])))
+            except BaseException as exc:  # noqa: BLE001
+                job[3].set_exception(exc)
+        if ready:
+            self._deliver([j for j, _ in ready], lambda: self._optim_many([(a, j[2][1]) for j, a in ready]))
+
+    def _optim_many(self, steps: list[tuple[TrainingAdapter, types.AdamParams]]) -> list[types.OptimStepResponse]:
+        """One fused AdamW call over several adapters, each with its own hyper-parameters."""
+        groups = [([v for _, v in self.pool.parameters(a.slot)], a.optimizer, params) for a, params in steps]
+        norms = fused_step(groups)
+        return [
+            types.OptimStepResponse(metrics={"grad_norm": norm, "step": float(a.optimizer.steps.max())})
+            for (a, _), norm in zip(steps, norms)
+        ]
 
     # ---- checkpoints for sampling ----
     def save_weights_for_sampler(self, run_id: str, name: str) -> types.SaveWeightsForSamplerResponse:
