@@ -38,6 +38,11 @@ class SamplingClient:
         Each SampledSequence has ``tokens``, ``logprobs`` (the log-probability of each token under the
         distribution it was drawn from: softmax(logits / temperature) restricted to the top_k / top_p set and
         renormalised; for temperature 0, log_softmax(logits)) and ``stop_reason`` ("stop" or "length").
+
+        ``include_prompt_logprobs=True`` fills ``prompt_logprobs`` like :meth:`compute_logprobs`;
+        ``topk_prompt_logprobs=k`` fills ``topk_prompt_logprobs`` with, per prompt position, the k most likely
+        ``(token_id, logprob)`` pairs (None at position 0). Both use log_softmax(logits), unaffected by the
+        sampling parameters.
         """
         try:
             if isinstance(prompt, list):
@@ -46,9 +51,11 @@ class SamplingClient:
             if sampling_params is None:
                 raise BadRequestError("is required (max_tokens has no default)", field="sampling_params")
             params = coerce(types.SamplingParams, sampling_params, "sampling_params")
-            if include_prompt_logprobs or topk_prompt_logprobs:
-                raise BadRequestError("prompt logprobs are not supported yet", field="include_prompt_logprobs")
-            return APIFuture(self._engine.submit_sample(self._slot, prompt, num_samples, params))
+            return APIFuture(
+                self._engine.submit_sample(
+                    self._slot, prompt, num_samples, params, include_prompt_logprobs, topk_prompt_logprobs
+                )
+            )
         except MintError as exc:
             return failed(exc)
 
@@ -56,6 +63,24 @@ class SamplingClient:
                            topk_prompt_logprobs=0) -> types.SampleResponse:
         """Async twin of :meth:`sample`: returns the SampleResponse."""
         return await self.sample(prompt, num_samples, sampling_params, include_prompt_logprobs, topk_prompt_logprobs)
+
+    def compute_logprobs(self, prompt: types.ModelInput | list[int]) -> APIFuture[list[float | None]]:
+        """Log-prob of each token of ``prompt`` given the tokens before it: ``[None, lp_1, ..., lp_{N-1}]``.
+
+        Computed with this client's weights from log_softmax(logits) (temperature 1, no top-k / top-p). For a
+        token that ``sample`` drew at temperature 1 without filters, its ``logprobs`` entry agrees with this.
+        """
+        try:
+            if isinstance(prompt, list):
+                prompt = types.ModelInput.from_ints(prompt)
+            prompt = coerce(types.ModelInput, prompt, "prompt")
+        except MintError as exc:
+            return failed(exc)
+        return APIFuture(self._engine.submit(self._engine.compute_logprobs, self._slot, prompt))
+
+    async def compute_logprobs_async(self, prompt) -> list[float | None]:
+        """Async twin of :meth:`compute_logprobs`: returns the list."""
+        return await self.compute_logprobs(prompt)
 
     def get_tokenizer(self):
         """The base model's Hugging Face tokenizer."""

@@ -47,6 +47,20 @@ class TrainingClient:
         :meth:`optim_step`). A failed call leaves the accumulated gradients unchanged."""
         return APIFuture(self._engine.submit_forward_backward(self.model_id, data, loss_fn, loss_fn_config, True))
 
+    def forward_backward_custom(self, data: list[types.Datum], loss_fn) -> APIFuture[types.ForwardBackwardOutput]:
+        """forward_backward with your own differentiable loss over the learner's per-token logprobs.
+
+        ``loss_fn(data, logprobs) -> (loss, metrics)`` receives the Datum list and, per datum, a float32 [N_i]
+        tensor of the learner's log-probs of its ``target_tokens`` (part of the autograd graph; other
+        ``loss_fn_inputs`` keys are passed through untouched for it to read). It returns a scalar tensor and a
+        dict of float metrics. mint backpropagates the exact gradient of that loss through the model into the
+        adapter's accumulators. The result holds the per-datum ``logprobs`` and the metrics (with
+        ``loss:sum`` added if absent). If ``loss_fn`` raises, its exception is re-raised by ``result()`` and
+        the accumulated gradients are unchanged. ``loss_fn`` runs on mint's worker thread.
+        """
+        data = list(data) if isinstance(data, (list, tuple)) else data
+        return self._submit(self._engine.forward_backward_custom, self.model_id, data, loss_fn)
+
     def optim_step(self, adam_params: types.AdamParams | dict[str, Any] | None = None) -> APIFuture[types.OptimStepResponse]:
         """One AdamW step (decoupled weight decay) with the accumulated gradients, which are then zeroed."""
         try:
@@ -95,6 +109,9 @@ class TrainingClient:
 
     async def forward_backward_async(self, data, loss_fn="cross_entropy", loss_fn_config=None) -> APIFuture:
         return self.forward_backward(data, loss_fn, loss_fn_config)
+
+    async def forward_backward_custom_async(self, data, loss_fn) -> APIFuture:
+        return self.forward_backward_custom(data, loss_fn)
 
     async def optim_step_async(self, adam_params=None) -> APIFuture:
         return self.optim_step(adam_params)

@@ -37,8 +37,13 @@ def check_tokens(tokens: list[int], vocab_size: int, max_context: int, field: st
         raise BadRequestError(f"token id {bad} is outside the vocabulary [0, {vocab_size})", field=field)
 
 
-def pack(data: list[types.Datum], spec: LossSpec, vocab_size: int, max_context: int) -> PackedBatch:
-    """Validate every datum against ``spec`` and pad the batch. Raises BadRequestError naming ``data[i].<key>``."""
+def pack(
+    data: list[types.Datum], spec: LossSpec, vocab_size: int, max_context: int, extra_keys: bool = False
+) -> PackedBatch:
+    """Validate every datum against ``spec`` and pad the batch. Raises BadRequestError naming ``data[i].<key>``.
+
+    With ``extra_keys`` (custom losses), keys outside the spec are allowed and left out of the packed inputs.
+    """
     if not isinstance(data, (list, tuple)) or len(data) == 0:
         raise BadRequestError("must be a non-empty list of Datum", field="data")
     rows: list[list[int]] = []
@@ -55,14 +60,17 @@ def pack(data: list[types.Datum], spec: LossSpec, vocab_size: int, max_context: 
         for key in spec.required:
             if key not in given:
                 raise BadRequestError("is required by this loss function", field=f"data[{i}].loss_fn_inputs.{key}")
-        unknown = set(given) - set(spec.required) - set(spec.optional)
-        if unknown:
+        known = set(spec.required) | set(spec.optional)
+        unknown = set(given) - known
+        if unknown and not extra_keys:
             raise BadRequestError(
                 f"unknown key(s) {sorted(unknown)}; this loss takes {sorted(spec.required) + sorted(spec.optional)}",
                 field=f"data[{i}].loss_fn_inputs",
             )
         converted = {}
         for key, value in given.items():
+            if key not in known:
+                continue
             tensor = value.to_torch().reshape(-1)
             if tensor.numel() != len(tokens):
                 raise BadRequestError(

@@ -23,7 +23,8 @@ from mint.engine.adapter_files import CheckpointPath, check_name, load_adapter, 
 from mint.engine.adapter_pool import AdapterPool, AdapterSpec
 from mint.engine.batching import check_tokens, pack
 from mint.engine.lora_layers import ATTN, MLP, UNEMBED, LoraBatch, LoraContext, inject_lora
-from mint.engine.losses import LOSSES
+from mint.engine import logprobs as logprob_passes
+from mint.engine.losses import resolve as resolve_loss
 from mint.engine.models import LoadedModel
 from mint.engine.optimizer import AdapterOptimizerState, fused_step
 from mint.engine.sampler import SampleRequest, generate
@@ -211,14 +212,7 @@ class Engine:
     def _prepare_forward_backward(self, run_id, data, loss_fn, loss_fn_config) -> tuple:
         """Validate one request: (adapter, loss_fn, spec, config, packed batch)."""
         adapter = self.adapter(run_id)
-        spec = LOSSES.get(loss_fn) if isinstance(loss_fn, str) else None
-        if spec is None:
-            raise BadRequestError(f"unknown loss {loss_fn!r}; choose one of {sorted(LOSSES)}", field="loss_fn")
-        config = dict(spec.config_keys)
-        for key, value in (loss_fn_config or {}).items():
-            if key not in spec.config_keys:
-                raise BadRequestError(f"unknown key {key!r} for {loss_fn}", field="loss_fn_config")
-            config[key] = float(value)
+        spec, config = resolve_loss(loss_fn, loss_fn_config)
         batch = pack(data, spec, self.vocab_size, self.max_context)
         return adapter, loss_fn, spec, config, batch
 
@@ -314,6 +308,14 @@ class Engine:
             )
         return results
 
+    def forward_backward_custom(self, run_id: str, data: list[types.Datum], loss_fn) -> types.ForwardBackwardOutput:
+        """forward_backward with a user loss over the per-datum learner logprobs (see engine/logprobs.py)."""
+        return logprob_passes.forward_backward_custom(self, run_id, data, loss_fn)
+
+    def compute_logprobs(self, slot: int, prompt: types.ModelInput) -> list[float | None]:
+        """Per-token logprobs of ``prompt`` under adapter ``slot`` (-1 = base); the first is None."""
+        return logprob_passes.compute_logprobs(self, slot, prompt)
+
     def optim_step(self, run_id: str, params: types.AdamParams) -> types.OptimStepResponse:
         """Apply one AdamW step to the adapter with its accumulated gradients, then zero them."""
         return self._optim_many([(self.adapter(run_id), params)])[0]
@@ -381,7 +383,13 @@ class Engine:
             self.pool.free(entry[0])
 
     def submit_sample(
-        self, slot: int, prompt: types.ModelInput, num_samples: int, params: types.SamplingParams
+        self,
+        slot: int,
+        prompt: types.ModelInput,
+        num_samples: int,
+        params: types.SamplingParams,
+        include_prompt_logprobs: bool = False,
+        topk_prompt_logprobs: int = 0,
     ) -> Future:
         """Queue a sample request for adapter ``slot`` (-1 = base model); the future gets a SampleResponse.
 
@@ -398,8 +406,17 @@ class Engine:
         for i, tok in enumerate(params.stop_tokens()):
             if not 0 <= tok < self.vocab_size:
                 raise BadRequestError(f"token id {tok} is outside the vocabulary", field="sampling_params.stop")
+        if not isinstance(include_prompt_logprobs, bool):
+            raise BadRequestError("must be a bool", field="include_prompt_logprobs")
+        if isinstance(topk_prompt_logprobs, bool) or not isinstance(topk_prompt_logprobs, int) or not (
+            0 <= topk_prompt_logprobs <= self.vocab_size
+        ):
+            raise BadRequestError(f"must be an integer in [0, {self.vocab_size}]", field="topk_prompt_logprobs")
         seed = params.seed if params.seed is not None else int.from_bytes(os.urandom(7), "little")
-        request = SampleRequest(slot=slot, prompt=tokens, num_samples=num_samples, params=params, seed=seed)
+        request = SampleRequest(
+            slot=slot, prompt=tokens, num_samples=num_samples, params=params, seed=seed,
+            include_prompt_logprobs=include_prompt_logprobs, topk_prompt_logprobs=topk_prompt_logprobs,
+        )
         return self._enqueue("sample", None, (request,))
 
     def _run_samples(self, jobs: list[tuple]) -> None:
@@ -410,8 +427,8 @@ class Engine:
             for job in jobs:
                 job[3].set_exception(exc)
             return
-        for job, sequences in zip(jobs, results):
-            job[3].set_result(types.SampleResponse(sequences=sequences))
+        for job, response in zip(jobs, results):
+            job[3].set_result(response)
 
 
 _engines: dict[str, Engine] = {}

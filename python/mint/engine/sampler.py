@@ -26,6 +26,34 @@ class SampleRequest:
     num_samples: int
     params: types.SamplingParams
     seed: int
+    include_prompt_logprobs: bool = False
+    topk_prompt_logprobs: int = 0
+
+    @property
+    def wants_prompt_logprobs(self) -> bool:
+        return self.include_prompt_logprobs or self.topk_prompt_logprobs > 0
+
+
+def prompt_logprob_fields(
+    logits: torch.Tensor, prompt: list[int], include: bool, topk: int
+) -> tuple[list[float | None] | None, list[list[tuple[int, float]] | None] | None]:
+    """Prompt log-probs from ``logits`` [len(prompt), V] (row i predicts prompt[i + 1]).
+
+    Returns (prompt_logprobs, topk_prompt_logprobs): ``[None, log p(t1|t0), ...]`` under log_softmax(logits)
+    (temperature 1, no filters) if ``include``, and per position the ``topk`` most likely
+    ``(token_id, logprob)`` pairs (None for position 0) if ``topk > 0``; each field is None when not asked for.
+    """
+    logp = torch.log_softmax(logits[:-1].float(), dim=-1)
+    values = None
+    if include:
+        target = torch.tensor(prompt[1:], dtype=torch.int64, device=logp.device)
+        values = [None] + logp.gather(-1, target[:, None])[:, 0].tolist()
+    top = None
+    if topk > 0:
+        k = min(topk, logp.shape[-1])
+        lp, ids = logp.topk(k, dim=-1)
+        top = [None] + [list(zip(i, v)) for i, v in zip(ids.tolist(), lp.tolist())]
+    return values, top
 
 
 class StopChecker:
@@ -53,8 +81,9 @@ def generate(
     tokenizer,
     requests: list[SampleRequest],
     max_context: int,
-) -> list[list[types.SampledSequence]]:
-    """Sample every request in one batch; returns, per request, its ``num_samples`` sequences in order.
+) -> list[types.SampleResponse]:
+    """Sample every request in one batch; returns, per request, a SampleResponse with its ``num_samples``
+    sequences in order (and its prompt log-probs if the request asked for them).
 
     Each distinct prompt is prefilled once (left-padded to a common length); its KV cache rows are copied to
     its samples. Row j of request r draws from (seed_r, subsequence=j, offset=step), so a request's tokens do
@@ -85,9 +114,19 @@ def generate(
 
     cache = DynamicCache(config=model.config)
     context.batch = LoraBatch([r.slot for r in requests])
+    prompt_fields: list[tuple] = [(None, None)] * len(requests)
+    want_prompt = any(r.wants_prompt_logprobs for r in requests)
     try:
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
-                    **{kw: cache})
+        # logits_to_keep=0 keeps every position (needed only for prompt log-probs).
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                    logits_to_keep=0 if want_prompt else 1, **{kw: cache})
+        if want_prompt:
+            for i, r in enumerate(requests):
+                if r.wants_prompt_logprobs:
+                    rows = out.logits[i, width - lengths[i] :]
+                    prompt_fields[i] = prompt_logprob_fields(
+                        rows, r.prompt, r.include_prompt_logprobs, r.topk_prompt_logprobs
+                    )
         index = torch.tensor(row_req, dtype=torch.int64)
         logits = out.logits[:, -1, :].float().index_select(0, index)
         if len(row_req) != len(requests) or row_req != list(range(len(requests))):
@@ -132,7 +171,10 @@ def generate(
             logits = out.logits[:, -1, :].float()
     finally:
         context.batch = None
-    results: list[list[types.SampledSequence]] = [[] for _ in requests]
+    sequences: list[list[types.SampledSequence]] = [[] for _ in requests]
     for row, req in enumerate(row_req):
-        results[req].append(types.SampledSequence(stop_reason=reasons[row], tokens=tokens[row], logprobs=logprobs[row]))
-    return results
+        sequences[req].append(types.SampledSequence(stop_reason=reasons[row], tokens=tokens[row], logprobs=logprobs[row]))
+    return [
+        types.SampleResponse(sequences=seqs, prompt_logprobs=fields[0], topk_prompt_logprobs=fields[1])
+        for seqs, fields in zip(sequences, prompt_fields)
+    ]
