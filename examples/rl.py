@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--max-operand", type=int, default=9)
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument("--rank", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--lr", type=float, default=4e-4)
     parser.add_argument("--loss", choices=["importance_sampling", "ppo"], default="importance_sampling")
     parser.add_argument("--eval-questions", type=int, default=40, help="held-out questions scored greedily")
     parser.add_argument("--seed", type=int, default=0)

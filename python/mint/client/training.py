@@ -56,7 +56,8 @@ class TrainingClient:
         dict of float metrics. mint backpropagates the exact gradient of that loss through the model into the
         adapter's accumulators. The result holds the per-datum ``logprobs`` and the metrics (with
         ``loss:sum`` added if absent). If ``loss_fn`` raises, its exception is re-raised by ``result()`` and
-        the accumulated gradients are unchanged. ``loss_fn`` runs on mint's worker thread.
+        the accumulated gradients are unchanged. ``loss_fn`` runs on mint's worker thread, so it must not wait
+        on other mint calls.
         """
         data = list(data) if isinstance(data, (list, tuple)) else data
         return self._submit(self._engine.forward_backward_custom, self.model_id, data, loss_fn)

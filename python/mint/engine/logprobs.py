@@ -102,6 +102,7 @@ def forward_backward_custom(engine: "Engine", run_id: str, data: object, loss_fn
         engine.context.batch = None
         for t in tensors:
             t.requires_grad_(False)
+            t.grad = None  # in case loss_fn called .backward() itself
     rank, slot = adapter.spec.rank, adapter.slot
     grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, tensors)]
     adapter.optimizer.accumulate([g[slot, :rank] for g in grads])
