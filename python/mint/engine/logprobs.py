@@ -86,7 +86,7 @@ def forward_backward_custom(engine: "Engine", run_id: str, data: object, loss_fn
         raise BadRequestError("must be a callable (data, logprobs) -> (loss, metrics)", field="loss_fn")
     datums = _as_datums(data)
     batch = pack(datums, CUSTOM_SPEC, engine.vocab_size, engine.max_context, extra_keys=True)
-    tensors = engine._pool_tensors(adapter)
+    tensors = [t for layer in engine.layers.values() if layer.kind in adapter.spec.kinds for t in (layer.lora_a, layer.lora_b)]
     for t in tensors:
         t.requires_grad_(True)
     engine.context.batch = LoraBatch([adapter.slot] * len(batch.lengths))
