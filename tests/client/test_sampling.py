@@ -157,3 +157,39 @@ def test_requests_queued_together_are_batched_and_batch_invariant(service, base_
         for sa, sb in zip(a.sequences, b.sequences):
             torch.testing.assert_close(torch.tensor(sa.logprobs), torch.tensor(sb.logprobs), rtol=1e-4, atol=1e-4)
     assert [s.tokens for s in alone[0].sequences] != [s.tokens for s in alone[len(cases) // 2].sequences]
+
+
+def test_continuous_batching_new_request_joins_and_finishes_first(base_sampler):
+    """A request submitted while a long one decodes joins the running batch and returns before it ends."""
+    engine = base_sampler._engine
+    layer = engine.model.model.layers[0]
+    handle = layer.register_forward_hook(lambda m, i, o: __import__("time").sleep(0.01))
+    long_params = types.SamplingParams(max_tokens=60, temperature=1.0, seed=5)
+    short_params = types.SamplingParams(max_tokens=3, temperature=1.0, seed=6)
+    try:
+        long_alone = base_sampler.sample(PROMPT, 2, long_params).result()
+        short_alone = base_sampler.sample([1, 70, 71], 1, short_params).result()
+        long_f = base_sampler.sample(PROMPT, 2, long_params)
+        import time
+
+        time.sleep(0.2)  # the long request is decoding now
+        short_f = base_sampler.sample([1, 70, 71], 1, short_params)
+        short = short_f.result(timeout=30)
+        assert not long_f.done()
+        long = long_f.result(timeout=60)
+    finally:
+        handle.remove()
+    assert [s.tokens for s in short.sequences] == [s.tokens for s in short_alone.sequences]
+    assert [s.tokens for s in long.sequences] == [s.tokens for s in long_alone.sequences]
+
+
+def test_released_sampler_keeps_running_requests(service, tiny_llama):
+    trainer = service.create_lora_training_client(base_model=tiny_llama, rank=2, seed=3)
+    sampler = trainer.save_weights_and_get_sampling_client("released")
+    expected = sampler.sample(PROMPT, 1, types.SamplingParams(max_tokens=20, temperature=0.0)).result()
+    future = sampler.sample(PROMPT, 1, types.SamplingParams(max_tokens=20, temperature=0.0))
+    del sampler
+    import gc
+
+    gc.collect()
+    assert future.result().sequences[0].tokens == expected.sequences[0].tokens

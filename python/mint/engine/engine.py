@@ -27,7 +27,7 @@ from mint.engine import logprobs as logprob_passes
 from mint.engine.losses import resolve as resolve_loss
 from mint.engine.models import LoadedModel
 from mint.engine.optimizer import AdapterOptimizerState, fused_step
-from mint.engine.sampler import SampleRequest, generate
+from mint.engine.sampler import DecodeBatch, SampleRequest
 from mint.errors import BadRequestError, NotFoundError
 
 
@@ -61,41 +61,43 @@ class Engine:
         self.max_sample_rows = 64
         self.max_batch_clients = 32
         self.gather_s = 0.005
+        self._decode = DecodeBatch(self.model, self.context, self.tokenizer, self.max_context)
+        self._deferred_free: set[int] = set()
         self._worker = threading.Thread(target=self._run, name=f"mint-engine-{self.base_model}", daemon=True)
         self._worker.start()
 
     # ---- worker plumbing ----
-    def _next_jobs(self) -> list[tuple]:
-        """The next job, or a batch of jobs that can run as one pass.
+    def _next_jobs(self, block: bool = True) -> list[tuple]:
+        """The next job, or a batch of jobs that can run as one pass ([] if ``block`` is False and none waits).
 
-        - sample jobs: every queued sample job (they read their own snapshot slots, so they never depend on
-          training jobs), up to ``max_sample_rows`` sequences;
+        - sample jobs (only when blocking; a running decode batch admits them itself): every queued sample job
+          (they read their own snapshot slots, so they never depend on training jobs), up to
+          ``max_sample_rows`` sequences;
         - "fb" (forward / forward_backward) and "optim" jobs: the first pending job of each adapter, as long as
           it is of the same kind as the head job, scanning until a job that is not adapter-scoped (a barrier).
           Each adapter's requests therefore keep their order.
         """
         with self._jobs_cv:
-            while not self._jobs:
-                self._jobs_cv.wait()
-            first = self._jobs[0]
-            if first[0] in ("sample", "fb", "optim") and len(self._jobs) == 1:
-                # A lone request: give requests submitted right after it a moment to join its batch.
-                self._jobs_cv.wait(self.gather_s)
-            first = self._jobs.popleft()
+            if block:
+                while not self._jobs:
+                    self._jobs_cv.wait()
+                if self._jobs[0][0] in ("sample", "fb", "optim") and len(self._jobs) == 1:
+                    # A lone request: give requests submitted right after it a moment to join its batch.
+                    self._jobs_cv.wait(self.gather_s)
+                index = 0
+            else:
+                index = next((i for i, job in enumerate(self._jobs) if job[0] != "sample"), None)
+                if index is None:
+                    return []
+            first = self._jobs[index]
+            del self._jobs[index]
             if first[0] == "sample":
-                batch, rows, keep = [first], first[2][0].num_samples, collections.deque()
-                for job in self._jobs:
-                    if job[0] == "sample" and rows + job[2][0].num_samples <= self.max_sample_rows:
-                        batch.append(job)
-                        rows += job[2][0].num_samples
-                    else:
-                        keep.append(job)
-                self._jobs = keep
-                return batch
+                return [first] + self._take_samples(self.max_sample_rows - first[2][0].num_samples)
             if first[0] not in ("fb", "optim"):
                 return [first]
             batch, seen, keep = [first], {first[2][0]}, collections.deque()
-            for i, job in enumerate(self._jobs):
+            jobs = list(self._jobs)
+            for i, job in enumerate(jobs):
                 if job[0] == "sample":
                     keep.append(job)
                 elif job[0] in ("fb", "optim"):
@@ -106,32 +108,85 @@ class Engine:
                         keep.append(job)
                     seen.add(run_id)
                 else:
-                    keep.extend(list(self._jobs)[i:])
+                    keep.extend(jobs[i:])
                     break
             self._jobs = keep
             return batch
 
+    def _take_samples(self, rows: int) -> list[tuple]:
+        """Remove and return queued sample jobs, in order, while their sequences fit in ``rows``."""
+        with self._jobs_cv:
+            taken, keep = [], collections.deque()
+            for job in self._jobs:
+                if job[0] == "sample" and job[2][0].num_samples <= rows:
+                    taken.append(job)
+                    rows -= job[2][0].num_samples
+                else:
+                    keep.append(job)
+            self._jobs = keep
+            return taken
+
     def _run(self) -> None:
-        while True:
-            jobs = self._next_jobs()
-            if jobs[0][0] == "stop":
-                return
+        stopping = False
+        while not stopping or self._decode.num_rows:
+            jobs = [] if stopping else self._next_jobs(block=not self._decode.num_rows)
+            if jobs and jobs[0][0] == "stop":
+                stopping = True
+                jobs = []
             jobs = [j for j in jobs if j[3].set_running_or_notify_cancel()]
-            if not jobs:
-                continue
-            kind = jobs[0][0]
-            if kind == "sample":
-                self._run_samples(jobs)
-            elif kind == "fb":
-                self._run_forward_backward(jobs)
-            elif kind == "optim":
-                self._run_optim(jobs)
+            if jobs:
+                kind = jobs[0][0]
+                if kind == "sample":
+                    self._admit(jobs)
+                elif kind == "fb":
+                    self._run_forward_backward(jobs)
+                elif kind == "optim":
+                    self._run_optim(jobs)
+                else:
+                    _, fn, args, future = jobs[0]
+                    try:
+                        future.set_result(fn(*args))
+                    except BaseException as exc:  # noqa: BLE001 - delivered to the caller through the future
+                        future.set_exception(exc)
+            if self._decode.num_rows:
+                self._decode_step()
+
+    def _admit(self, jobs: list[tuple]) -> None:
+        """Add sample jobs to the running decode batch (continuous batching)."""
+        ready = []
+        for job in jobs:
+            slot = job[2][0].slot
+            if slot >= 0 and slot not in self.pool:
+                job[3].set_exception(BadRequestError("the sampler of this request was released", field="model_path"))
             else:
-                _, fn, args, future = jobs[0]
-                try:
-                    future.set_result(fn(*args))
-                except BaseException as exc:  # noqa: BLE001 - delivered to the caller through the future
-                    future.set_exception(exc)
+                ready.append(job)
+        if not ready:
+            return
+        try:
+            self._decode.admit([(job[2][0], job[3]) for job in ready])
+        except BaseException as exc:  # noqa: BLE001
+            for job in ready:
+                job[3].set_exception(exc)
+
+    def _decode_step(self) -> None:
+        """Admit queued sample requests that fit, decode one token for every live row, deliver finished ones."""
+        if self._decode.can_merge():
+            jobs = self._take_samples(self.max_sample_rows - self._decode.num_rows)
+            jobs = [j for j in jobs if j[3].set_running_or_notify_cancel()]
+            if jobs:
+                self._admit(jobs)
+        try:
+            done = self._decode.step()
+        except BaseException as exc:  # noqa: BLE001
+            done = []
+            for future, error in self._decode.fail_all(exc):
+                future.set_exception(error)
+        for future, response in done:
+            future.set_result(response)
+        in_use = self._decode.slots_in_use()
+        for slot in [s for s in self._deferred_free if s not in in_use]:
+            self._deferred_free.discard(slot)
+            self.pool.free(slot)
 
     def _enqueue(self, kind: str, fn, args: tuple) -> Future:
         future: Future = Future()
@@ -380,7 +435,10 @@ class Engine:
         entry[1] -= 1
         if entry[1] <= 0:
             del self._samplers[path]
-            self.pool.free(entry[0])
+            if entry[0] in self._decode.slots_in_use():
+                self._deferred_free.add(entry[0])  # freed once its live sequences finish
+            else:
+                self.pool.free(entry[0])
 
     def submit_sample(
         self,
@@ -393,7 +451,8 @@ class Engine:
     ) -> Future:
         """Queue a sample request for adapter ``slot`` (-1 = base model); the future gets a SampleResponse.
 
-        Requests queued together are decoded in one batch. Input errors are raised here, before queueing.
+        Requests join the running decode batch between steps (continuous batching). Input errors are raised
+        here, before queueing.
         """
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise BadRequestError("must be a positive integer", field="num_samples")
@@ -418,17 +477,6 @@ class Engine:
             include_prompt_logprobs=include_prompt_logprobs, topk_prompt_logprobs=topk_prompt_logprobs,
         )
         return self._enqueue("sample", None, (request,))
-
-    def _run_samples(self, jobs: list[tuple]) -> None:
-        requests = [job[2][0] for job in jobs]
-        try:
-            results = generate(self.model, self.context, self.tokenizer, requests, self.max_context)
-        except BaseException as exc:  # noqa: BLE001
-            for job in jobs:
-                job[3].set_exception(exc)
-            return
-        for job, response in zip(jobs, results):
-            job[3].set_result(response)
 
 
 _engines: dict[str, Engine] = {}

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from mint import ops, types
 from mint.engine.lora_layers import LoraBatch, LoraContext
@@ -74,7 +76,190 @@ class StopChecker:
         return False
 
 
-@torch.no_grad()
+def _left_pad(t: torch.Tensor, length: int) -> torch.Tensor:
+    """Pad the sequence dimension (-2 for [B, H, L, D] caches, -1 for [B, L] masks) on the left with zeros."""
+    if t.dim() == 2:
+        return F.pad(t, (length - t.shape[-1], 0))
+    return F.pad(t, (0, 0, length - t.shape[-2], 0))
+
+
+@dataclass
+class _Pending:
+    """A request being decoded: its per-sample results and its prompt log-prob fields."""
+
+    request: SampleRequest
+    handle: Any
+    sequences: list
+    remaining: int
+    prompt_fields: tuple = (None, None)
+
+
+@dataclass
+class _Row:
+    """One live sequence: which request and sample it is, and what it has produced so far."""
+
+    pending: _Pending
+    sample: int
+    budget: int
+    stop: StopChecker
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+
+
+class DecodeBatch:
+    """Continuous batching: sequences of many requests decode together; new requests join between steps.
+
+    Each request is prefilled (left-padded among the requests admitted with it), its KV cache rows are copied
+    to its samples and merged into the running cache (left-padded to a common length, the padding masked out,
+    positions explicit). Row j of request r draws from (seed_r, subsequence=j, offset=tokens generated so far),
+    so a request's tokens do not depend on when it joined or what else is in the batch.
+    """
+
+    def __init__(self, model: torch.nn.Module, context: LoraContext, tokenizer, max_context: int):
+        self.model = model
+        self.context = context
+        self.tokenizer = tokenizer
+        self.max_context = max_context
+        self.kw = _cache_kwarg(model)
+        self.cache = None
+        self.mask: torch.Tensor | None = None  # [R, L] int64, 1 = real token
+        self.logits: torch.Tensor | None = None  # [R, V] next-token logits of each live row
+        self.rows: list[_Row] = []
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.rows)
+
+    def slots_in_use(self) -> set[int]:
+        return {row.pending.request.slot for row in self.rows}
+
+    def can_merge(self) -> bool:
+        """New requests can join a running batch only when every cache layer is a plain growing one."""
+        from transformers.cache_utils import DynamicLayer
+
+        return self.cache is None or all(type(layer) is DynamicLayer for layer in self.cache.layers)
+
+    def _forward(self, ids, mask, positions, slots, cache, logits_to_keep=1):
+        self.context.batch = LoraBatch(slots)
+        try:
+            return self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                              logits_to_keep=logits_to_keep, **{self.kw: cache})
+        finally:
+            self.context.batch = None
+
+    @torch.no_grad()
+    def admit(self, items: list[tuple[SampleRequest, Any]]) -> None:
+        """Prefill ``items`` (request, handle) and add their samples to the batch."""
+        from transformers import DynamicCache
+
+        requests = [r for r, _ in items]
+        lengths = [len(r.prompt) for r in requests]
+        width = max(lengths)
+        ids = torch.zeros(len(requests), width, dtype=torch.int64)
+        mask = torch.zeros(len(requests), width, dtype=torch.int64)
+        for i, r in enumerate(requests):
+            ids[i, width - lengths[i] :] = torch.tensor(r.prompt)
+            mask[i, width - lengths[i] :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        want_prompt = any(r.wants_prompt_logprobs for r in requests)
+        cache = DynamicCache(config=self.model.config)
+        # logits_to_keep=0 keeps every position (needed only for prompt log-probs).
+        out = self._forward(ids, mask, positions, [r.slot for r in requests], cache, 0 if want_prompt else 1)
+        pendings = []
+        for i, (r, handle) in enumerate(items):
+            fields = (None, None)
+            if r.wants_prompt_logprobs:
+                fields = prompt_logprob_fields(
+                    out.logits[i, width - lengths[i] :], r.prompt, r.include_prompt_logprobs, r.topk_prompt_logprobs
+                )
+            pendings.append(_Pending(r, handle, [None] * r.num_samples, r.num_samples, fields))
+        index = torch.tensor([i for i, r in enumerate(requests) for _ in range(r.num_samples)], dtype=torch.int64)
+        logits = out.logits[:, -1, :].float().index_select(0, index)
+        cache.batch_select_indices(index)
+        mask = mask.index_select(0, index)
+        rows = [
+            _Row(p, j, min(p.request.params.max_tokens, self.max_context - len(p.request.prompt)),
+                 StopChecker(p.request.params, self.tokenizer))
+            for p in pendings
+            for j in range(p.request.num_samples)
+        ]
+        if self.cache is None:
+            self.cache, self.mask, self.logits = cache, mask, logits
+        else:
+            length = max(self.mask.shape[1], mask.shape[1])
+            for old, new in zip(self.cache.layers, cache.layers):
+                old.keys = torch.cat([_left_pad(old.keys, length), _left_pad(new.keys, length)])
+                old.values = torch.cat([_left_pad(old.values, length), _left_pad(new.values, length)])
+            self.mask = torch.cat([_left_pad(self.mask, length), _left_pad(mask, length)])
+            self.logits = torch.cat([self.logits, logits])
+        self.rows += rows
+
+    def fail_all(self, exc: BaseException) -> list[tuple[Any, BaseException]]:
+        """Drop every live row; returns (handle, error) for each unfinished request."""
+        handles = list({id(r.pending): r.pending.handle for r in self.rows}.values())
+        self.rows, self.cache, self.mask, self.logits = [], None, None, None
+        return [(h, exc) for h in handles]
+
+    @torch.no_grad()
+    def step(self) -> list[tuple[Any, types.SampleResponse]]:
+        """Sample one token for every live row, retire finished rows, and run the next decode forward.
+
+        Returns (handle, SampleResponse) for every request whose samples have all finished.
+        """
+        rows = self.rows
+        params = [r.pending.request.params for r in rows]
+        next_tokens, next_logprobs = ops.sample(
+            self.logits,
+            torch.tensor([p.temperature for p in params], dtype=torch.float32),
+            torch.tensor([p.top_k for p in params], dtype=torch.int64),
+            torch.tensor([p.top_p for p in params], dtype=torch.float32),
+            torch.tensor([r.pending.request.seed for r in rows], dtype=torch.int64),
+            torch.tensor([r.sample for r in rows], dtype=torch.int64),
+            torch.tensor([len(r.tokens) for r in rows], dtype=torch.int64),
+        )
+        if bool((next_tokens < 0).any()):
+            raise InternalServerError("the model produced NaN or infinite logits; sampling stopped")
+        keep, done = [], []
+        for j, row in enumerate(rows):
+            row.tokens.append(int(next_tokens[j]))
+            row.logprobs.append(float(next_logprobs[j]))
+            reason = "stop" if row.stop(row.tokens) else ("length" if len(row.tokens) >= row.budget else None)
+            if reason is None:
+                keep.append(j)
+                continue
+            pending = row.pending
+            pending.sequences[row.sample] = types.SampledSequence(
+                stop_reason=reason, tokens=row.tokens, logprobs=row.logprobs
+            )
+            pending.remaining -= 1
+            if pending.remaining == 0:
+                done.append((pending.handle, types.SampleResponse(
+                    sequences=pending.sequences, prompt_logprobs=pending.prompt_fields[0],
+                    topk_prompt_logprobs=pending.prompt_fields[1],
+                )))
+        if not keep:
+            self.rows, self.cache, self.mask, self.logits = [], None, None, None
+            return done
+        if len(keep) < len(rows):
+            sel = torch.tensor(keep, dtype=torch.int64)
+            self.cache.batch_select_indices(sel)
+            self.mask = self.mask.index_select(0, sel)
+            next_tokens = next_tokens.index_select(0, sel)
+            self.rows = [rows[j] for j in keep]
+            first = int(self.mask.any(0).to(torch.int8).argmax())
+            if first > 0:  # columns that are padding for every remaining row
+                self.mask = self.mask[:, first:]
+                for layer in self.cache.layers:
+                    layer.keys = layer.keys[:, :, first:]
+                    layer.values = layer.values[:, :, first:]
+        self.mask = torch.cat([self.mask, torch.ones(len(self.rows), 1, dtype=torch.int64)], dim=1)
+        positions = torch.tensor([len(r.pending.request.prompt) + len(r.tokens) - 1 for r in self.rows])[:, None]
+        out = self._forward(next_tokens[:, None], self.mask, positions,
+                            [r.pending.request.slot for r in self.rows], self.cache)
+        self.logits = out.logits[:, -1, :].float()
+        return done
+
+
 def generate(
     model: torch.nn.Module,
     context: LoraContext,
@@ -82,99 +267,11 @@ def generate(
     requests: list[SampleRequest],
     max_context: int,
 ) -> list[types.SampleResponse]:
-    """Sample every request in one batch; returns, per request, a SampleResponse with its ``num_samples``
-    sequences in order (and its prompt log-probs if the request asked for them).
-
-    Each distinct prompt is prefilled once (left-padded to a common length); its KV cache rows are copied to
-    its samples. Row j of request r draws from (seed_r, subsequence=j, offset=step), so a request's tokens do
-    not depend on the rest of the batch's randomness. Finished rows leave the batch.
-    """
-    from transformers import DynamicCache
-
-    kw = _cache_kwarg(model)
-    lengths = [len(r.prompt) for r in requests]
-    width = max(lengths)
-    ids = torch.zeros(len(requests), width, dtype=torch.int64)
-    mask = torch.zeros(len(requests), width, dtype=torch.int64)
-    for i, r in enumerate(requests):
-        ids[i, width - lengths[i] :] = torch.tensor(r.prompt)
-        mask[i, width - lengths[i] :] = 1
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-
-    # One row per sample: its request, sample index, adapter, parameters and stop rule.
-    row_req = [i for i, r in enumerate(requests) for _ in range(r.num_samples)]
-    row_sub = [j for r in requests for j in range(r.num_samples)]
-    temperature = torch.tensor([requests[i].params.temperature for i in row_req], dtype=torch.float32)
-    top_k = torch.tensor([requests[i].params.top_k for i in row_req], dtype=torch.int64)
-    top_p = torch.tensor([requests[i].params.top_p for i in row_req], dtype=torch.float32)
-    seeds = torch.tensor([requests[i].seed for i in row_req], dtype=torch.int64)
-    subsequence = torch.tensor(row_sub, dtype=torch.int64)
-    stops = [StopChecker(r.params, tokenizer) for r in requests]
-    budgets = [min(r.params.max_tokens, max_context - len(r.prompt)) for r in requests]
-
-    cache = DynamicCache(config=model.config)
-    context.batch = LoraBatch([r.slot for r in requests])
-    prompt_fields: list[tuple] = [(None, None)] * len(requests)
-    want_prompt = any(r.wants_prompt_logprobs for r in requests)
-    try:
-        # logits_to_keep=0 keeps every position (needed only for prompt log-probs).
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                    logits_to_keep=0 if want_prompt else 1, **{kw: cache})
-        if want_prompt:
-            for i, r in enumerate(requests):
-                if r.wants_prompt_logprobs:
-                    rows = out.logits[i, width - lengths[i] :]
-                    prompt_fields[i] = prompt_logprob_fields(
-                        rows, r.prompt, r.include_prompt_logprobs, r.topk_prompt_logprobs
-                    )
-        index = torch.tensor(row_req, dtype=torch.int64)
-        logits = out.logits[:, -1, :].float().index_select(0, index)
-        if len(row_req) != len(requests) or row_req != list(range(len(requests))):
-            cache.batch_select_indices(index)
-        mask = mask.index_select(0, index)
-        alive = list(range(len(row_req)))
-        tokens: list[list[int]] = [[] for _ in row_req]
-        logprobs: list[list[float]] = [[] for _ in row_req]
-        reasons = ["length"] * len(row_req)
-        step = 0
-        while alive:
-            rows = torch.tensor(alive, dtype=torch.int64)
-            next_tokens, next_logprobs = ops.sample(
-                logits, temperature[rows], top_k[rows], top_p[rows], seeds[rows], subsequence[rows],
-                torch.full((len(alive),), step, dtype=torch.int64),
-            )
-            if bool((next_tokens < 0).any()):
-                raise InternalServerError("the model produced NaN or infinite logits; sampling stopped")
-            keep = []
-            for j, row in enumerate(alive):
-                tokens[row].append(int(next_tokens[j]))
-                logprobs[row].append(float(next_logprobs[j]))
-                req = row_req[row]
-                if stops[req](tokens[row]):
-                    reasons[row] = "stop"
-                elif len(tokens[row]) < budgets[req]:
-                    keep.append(j)
-            if not keep:
-                break
-            if len(keep) < len(alive):
-                sel = torch.tensor(keep, dtype=torch.int64)
-                cache.batch_select_indices(sel)
-                mask = mask.index_select(0, sel)
-                next_tokens = next_tokens.index_select(0, sel)
-                alive = [alive[j] for j in keep]
-            step += 1
-            mask = torch.cat([mask, torch.ones(len(alive), 1, dtype=torch.int64)], dim=1)
-            pos = torch.tensor([lengths[row_req[row]] + step - 1 for row in alive], dtype=torch.int64)[:, None]
-            context.batch = LoraBatch([requests[row_req[row]].slot for row in alive])
-            out = model(input_ids=next_tokens[:, None], attention_mask=mask, position_ids=pos, use_cache=True,
-                        **{kw: cache})
-            logits = out.logits[:, -1, :].float()
-    finally:
-        context.batch = None
-    sequences: list[list[types.SampledSequence]] = [[] for _ in requests]
-    for row, req in enumerate(row_req):
-        sequences[req].append(types.SampledSequence(stop_reason=reasons[row], tokens=tokens[row], logprobs=logprobs[row]))
-    return [
-        types.SampleResponse(sequences=seqs, prompt_logprobs=fields[0], topk_prompt_logprobs=fields[1])
-        for seqs, fields in zip(sequences, prompt_fields)
-    ]
+    """Sample every request in one batch and wait for all; returns one SampleResponse per request, in order."""
+    batch = DecodeBatch(model, context, tokenizer, max_context)
+    batch.admit([(r, i) for i, r in enumerate(requests)])
+    results: list[types.SampleResponse | None] = [None] * len(requests)
+    while batch.num_rows:
+        for i, response in batch.step():
+            results[i] = response
+    return results
