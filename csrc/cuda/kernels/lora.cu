@@ -1,0 +1,223 @@
+// Segmented multi-adapter LoRA kernels (SGMV style), torch-free. See mint/lora_cuda.h for the contracts.
+//
+// Three building blocks cover the forward and backward of shrink and expand:
+//   rows_times_wt  out[t, r] = s * x[t, :] . w[slot, r, :]   (shrink; dh of expand's backward)
+//   rows_times_w   out[t, :] = base[t, :] + s * h[t, :rank] @ w[slot, :rank, :]   (expand; dx)
+//   slot_reduce    dw[slot] = s * left[rows]^T @ right[rows]   (dA, dB)
+// Every sum is accumulated in fp32 in a fixed order, so two identical calls give identical bits; the
+// reductions over tokens run in one block per (slot, column tile, rank tile) without atomics.
+//
+// Work lists come from the host: a tile is <= 16 rows of one segment (one adapter), so decode batches
+// (one token per segment) and long training segments run through the same kernels with no idle
+// tiles; no hidden size is special-cased (any K, C; partial tiles are masked).
+#include <mint/lora_cuda.h>
+
+#include "elem.cuh"
+
+namespace mint {
+namespace cuda {
+namespace {
+
+using detail::from_f32;
+using detail::to_f32;
+
+constexpr int kRows = kLoraTileRows;  // token rows per tile
+constexpr int kK = 64;                // reduction chunk of rows_times_wt
+constexpr int kR = 64;                // rank chunk
+constexpr int kWtThreads = 256;       // rows_times_wt: 16 rows x 16 column groups
+constexpr int kCols = 128;            // columns per block of rows_times_w / slot_reduce
+constexpr int kRedR = 16;             // rank rows per block of slot_reduce
+constexpr int kRedT = 32;             // token rows staged per step of slot_reduce
+
+// One block per (tile, chunk of 64 ranks). Stages x[tile rows, k0:k0+64] and w[slot, r0:r0+64, k0:k0+64]
+// in shared memory (fp32); thread (row i, lane j) owns outputs r0 + j + 16 * q, q = 0..3.
+template <typename T>
+__global__ void __launch_bounds__(kWtThreads)
+rows_times_wt_kernel(const T* __restrict__ in, int64_t ld_in, int64_t K, const T* __restrict__ w,
+                     int64_t w_slot, int64_t w_row, T* __restrict__ out, int64_t ld_out,
+                     const LoraTile* __restrict__ tiles) {
+  __shared__ float xs[kRows][kK + 1];
+  __shared__ float ws[kR][kK + 1];
+  const LoraTile tile = tiles[blockIdx.x];
+  const int r0 = static_cast<int>(blockIdx.y) * kR;
+  if (r0 >= tile.rank) return;  // uniform over the block
+  const int nrows = static_cast<int>(tile.row_end - tile.row_begin);
+  const int nr = min(kR, tile.rank - r0);
+  const int tid = static_cast<int>(threadIdx.x);
+  const int i = tid / 16, j = tid % 16;
+  const T* wbase = w + static_cast<int64_t>(tile.slot) * w_slot + static_cast<int64_t>(r0) * w_row;
+  float acc[4] = {0.f, 0.f, 0.f, 0.f};
+  for (int64_t k0 = 0; k0 < K; k0 += kK) {
+    const int nk = static_cast<int>((K - k0 < kK ? K - k0 : int64_t{kK}));
+    for (int e = tid; e < kRows * kK; e += kWtThreads) {
+      const int rr = e / kK, kk = e % kK;
+      xs[rr][kk] = (rr < nrows && kk < nk) ? to_f32(in[(tile.row_begin + rr) * ld_in + k0 + kk]) : 0.f;
+    }
+    for (int e = tid; e < kR * kK; e += kWtThreads) {
+      const int rr = e / kK, kk = e % kK;
+      ws[rr][kk] = (rr < nr && kk < nk) ? to_f32(wbase[rr * w_row + k0 + kk]) : 0.f;
+    }
+    __syncthreads();
+#pragma unroll 8
+    for (int kk = 0; kk < kK; ++kk) {
+      const float xv = xs[i][kk];
+#pragma unroll
+      for (int q = 0; q < 4; ++q) acc[q] = fmaf(xv, ws[j + 16 * q][kk], acc[q]);
+    }
+    __syncthreads();
+  }
+  if (i >= nrows) return;
+  T* orow = out + (tile.row_begin + i) * ld_out + r0;
+#pragma unroll
+  for (int q = 0; q < 4; ++q) {
+    const int r = j + 16 * q;
+    if (r < nr) orow[r] = from_f32<T>(acc[q] * tile.scale);
+  }
+}
+
+// One block per (tile, 128 columns); thread = column, 16 row accumulators. h[tile rows, :rank] is staged
+// in shared memory 64 ranks at a time; w rows are read coalesced along the columns.
+template <typename T>
+__global__ void __launch_bounds__(kCols)
+rows_times_w_kernel(const T* __restrict__ in, int64_t ld_in, const T* __restrict__ w, int64_t w_slot,
+                    int64_t w_row, int64_t C, const T* base, int64_t ld_base, T* out, int64_t ld_out,
+                    const LoraTile* __restrict__ tiles) {
+  __shared__ float hs[kRows][kR];
+  const LoraTile tile = tiles[blockIdx.x];
+  const int nrows = static_cast<int>(tile.row_end - tile.row_begin);
+  const int tid = static_cast<int>(threadIdx.x);
+  const int64_t c = static_cast<int64_t>(blockIdx.y) * kCols + tid;
+  const bool active = c < C;
+  const T* wbase = w + static_cast<int64_t>(tile.slot) * w_slot;
+  float acc[kRows];
+#pragma unroll
+  for (int i = 0; i < kRows; ++i) acc[i] = 0.f;
+  for (int r0 = 0; r0 < tile.rank; r0 += kR) {
+    const int nr = min(kR, tile.rank - r0);
+    for (int e = tid; e < kRows * kR; e += kCols) {
+      const int rr = e / kR, kk = e % kR;
+      hs[rr][kk] = (rr < nrows && kk < nr) ? to_f32(in[(tile.row_begin + rr) * ld_in + r0 + kk]) : 0.f;
+    }
+    __syncthreads();
+    if (active) {
+      for (int r = 0; r < nr; ++r) {
+        const float wv = to_f32(wbase[static_cast<int64_t>(r0 + r) * w_row + c]);
+#pragma unroll
+        for (int i = 0; i < kRows; ++i) acc[i] = fmaf(hs[i][r], wv, acc[i]);
+      }
+    }
+    __syncthreads();
+  }
+  if (!active) return;
+#pragma unroll
+  for (int i = 0; i < kRows; ++i) {
+    if (i < nrows) {
+      const int64_t t = tile.row_begin + i;
+      const float b = base != nullptr ? to_f32(base[t * ld_base + c]) : 0.f;
+      out[t * ld_out + c] = from_f32<T>(b + tile.scale * acc[i]);
+    }
+  }
+}
+
+// One block per (slot, 128 columns, 16 ranks); thread = column, 16 rank accumulators. The slot's rows
+// are visited range by range, in order, 32 rows at a time (left rows staged in shared memory).
+template <typename T>
+__global__ void __launch_bounds__(kCols)
+slot_reduce_kernel(const T* __restrict__ left, int64_t ld_left, const T* __restrict__ right,
+                   int64_t ld_right, int64_t C, T* __restrict__ dw, int64_t dw_slot, int64_t dw_row,
+                   const LoraSlotWork* __restrict__ work, const LoraRange* __restrict__ ranges) {
+  __shared__ float ls[kRedT][kRedR];
+  const LoraSlotWork sw = work[blockIdx.x];
+  const int r0 = static_cast<int>(blockIdx.z) * kRedR;
+  if (r0 >= sw.rank) return;  // uniform over the block
+  const int nr = min(kRedR, sw.rank - r0);
+  const int tid = static_cast<int>(threadIdx.x);
+  const int64_t c = static_cast<int64_t>(blockIdx.y) * kCols + tid;
+  const bool active = c < C;
+  float acc[kRedR];
+#pragma unroll
+  for (int q = 0; q < kRedR; ++q) acc[q] = 0.f;
+  for (int64_t g = sw.range_begin; g < sw.range_end; ++g) {
+    const LoraRange rg = ranges[g];
+    for (int64_t t0 = rg.row_begin; t0 < rg.row_end; t0 += kRedT) {
+      const int nt = static_cast<int>((rg.row_end - t0 < kRedT ? rg.row_end - t0 : int64_t{kRedT}));
+      for (int e = tid; e < kRedT * kRedR; e += kCols) {
+        const int tt = e / kRedR, q = e % kRedR;
+        ls[tt][q] = (tt < nt && q < nr) ? to_f32(left[(t0 + tt) * ld_left + r0 + q]) : 0.f;
+      }
+      __syncthreads();
+      if (active) {
+        for (int tt = 0; tt < nt; ++tt) {
+          const float rv = to_f32(right[(t0 + tt) * ld_right + c]);
+#pragma unroll
+          for (int q = 0; q < kRedR; ++q) acc[q] = fmaf(ls[tt][q], rv, acc[q]);
+        }
+      }
+      __syncthreads();
+    }
+  }
+  if (!active) return;
+  T* dst = dw + static_cast<int64_t>(sw.slot) * dw_slot + static_cast<int64_t>(r0) * dw_row + c;
+#pragma unroll
+  for (int q = 0; q < kRedR; ++q) {
+    if (q < nr) dst[static_cast<int64_t>(q) * dw_row] = from_f32<T>(acc[q] * sw.scale);
+  }
+}
+
+constexpr int64_t kMaxGridY = 65535;
+
+}  // namespace
+
+cudaError_t lora_rows_times_wt(DType dtype, const void* in, int64_t ld_in, int64_t K, const void* w,
+                               int64_t w_slot, int64_t w_row, void* out, int64_t ld_out,
+                               const LoraTile* tiles, int64_t num_tiles, int32_t max_rank,
+                               cudaStream_t stream) {
+  if (num_tiles == 0 || max_rank <= 0) return cudaSuccess;
+  if (num_tiles > INT32_MAX || detail::ceil_div(max_rank, kR) > kMaxGridY) return cudaErrorInvalidConfiguration;
+  return detail::dispatch_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const dim3 grid(static_cast<unsigned>(num_tiles), static_cast<unsigned>(detail::ceil_div(max_rank, kR)));
+    rows_times_wt_kernel<T><<<grid, kWtThreads, 0, stream>>>(
+        static_cast<const T*>(in), ld_in, K, static_cast<const T*>(w), w_slot, w_row, static_cast<T*>(out),
+        ld_out, tiles);
+    return cudaGetLastError();
+  });
+}
+
+cudaError_t lora_rows_times_w(DType dtype, const void* in, int64_t ld_in, const void* w, int64_t w_slot,
+                              int64_t w_row, int64_t C, const void* base, int64_t ld_base, void* out,
+                              int64_t ld_out, const LoraTile* tiles, int64_t num_tiles, cudaStream_t stream) {
+  if (num_tiles == 0 || C == 0) return cudaSuccess;
+  if (num_tiles > INT32_MAX || detail::ceil_div(C, kCols) > kMaxGridY) return cudaErrorInvalidConfiguration;
+  return detail::dispatch_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const dim3 grid(static_cast<unsigned>(num_tiles), static_cast<unsigned>(detail::ceil_div(C, kCols)));
+    rows_times_w_kernel<T><<<grid, kCols, 0, stream>>>(
+        static_cast<const T*>(in), ld_in, static_cast<const T*>(w), w_slot, w_row, C,
+        static_cast<const T*>(base), ld_base, static_cast<T*>(out), ld_out, tiles);
+    return cudaGetLastError();
+  });
+}
+
+cudaError_t lora_slot_reduce(DType dtype, const void* left, int64_t ld_left, const void* right,
+                             int64_t ld_right, int64_t C, void* dw, int64_t dw_slot, int64_t dw_row,
+                             const LoraSlotWork* work, int64_t num_work, const LoraRange* ranges,
+                             int32_t max_rank, cudaStream_t stream) {
+  if (num_work == 0 || C == 0 || max_rank <= 0) return cudaSuccess;
+  if (num_work > INT32_MAX || detail::ceil_div(C, kCols) > kMaxGridY ||
+      detail::ceil_div(max_rank, kRedR) > kMaxGridY) {
+    return cudaErrorInvalidConfiguration;
+  }
+  return detail::dispatch_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const dim3 grid(static_cast<unsigned>(num_work), static_cast<unsigned>(detail::ceil_div(C, kCols)),
+                    static_cast<unsigned>(detail::ceil_div(max_rank, kRedR)));
+    slot_reduce_kernel<T><<<grid, kCols, 0, stream>>>(
+        static_cast<const T*>(left), ld_left, static_cast<const T*>(right), ld_right, C,
+        static_cast<T*>(dw), dw_slot, dw_row, work, ranges);
+    return cudaGetLastError();
+  });
+}
+
+}  // namespace cuda
+}  // namespace mint
