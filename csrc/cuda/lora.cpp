@@ -23,6 +23,7 @@ namespace {
 using at::Tensor;
 using cuda_binding::check_launch;
 using cuda_binding::shape_str;
+using cuda::LoraPart;
 using cuda::LoraRange;
 using cuda::LoraSlotWork;
 using cuda::LoraTile;
@@ -56,8 +57,9 @@ struct Plan {
   std::vector<LoraTile> tiles;      // per-row work, segment order
   std::vector<LoraSlotWork> slots;  // per-slot reductions, first-use order
   std::vector<LoraRange> ranges;
+  std::vector<LoraPart> parts;      // the slots' rows cut into pieces of <= kLoraPartRows
   int32_t max_rank = 0;
-  Tensor tiles_dev, slots_dev, ranges_dev;
+  Tensor tiles_dev, slots_dev, ranges_dev, parts_dev;
 };
 
 // Validates the index tensors exactly as the CPU op does and builds the work tables. `scales` is
@@ -118,19 +120,57 @@ Plan make_plan(const char* op, int64_t T, int64_t N, int64_t R, const Tensor& se
     }
   }
   for (size_t k = 0; k < plan.slots.size(); ++k) {
-    plan.slots[k].range_begin = static_cast<int64_t>(plan.ranges.size());
-    plan.ranges.insert(plan.ranges.end(), slot_ranges[k].begin(), slot_ranges[k].end());
-    plan.slots[k].range_end = static_cast<int64_t>(plan.ranges.size());
+    plan.slots[k].part_begin = static_cast<int64_t>(plan.parts.size());
+    LoraPart cur{static_cast<int64_t>(k), 0, 0, 0};
+    for (const LoraRange& rg : slot_ranges[k]) {
+      const int64_t g = static_cast<int64_t>(plan.ranges.size());
+      plan.ranges.push_back(rg);
+      for (int64_t t = rg.row_begin; t < rg.row_end;) {
+        if (cur.count == 0) {
+          cur.range = g;
+          cur.row = t;
+        }
+        const int64_t take = std::min(rg.row_end - t, cuda::kLoraPartRows - cur.count);
+        cur.count += take;
+        t += take;
+        if (cur.count == cuda::kLoraPartRows) {
+          plan.parts.push_back(cur);
+          cur.count = 0;
+        }
+      }
+    }
+    if (cur.count > 0) plan.parts.push_back(cur);
+    plan.slots[k].part_end = static_cast<int64_t>(plan.parts.size());
   }
   plan.tiles_dev = cuda_binding::upload(plan.tiles, ref.device());
   if (with_slots) {
     plan.slots_dev = cuda_binding::upload(plan.slots, ref.device());
     plan.ranges_dev = cuda_binding::upload(plan.ranges, ref.device());
+    plan.parts_dev = cuda_binding::upload(plan.parts, ref.device());
   }
   return plan;
 }
 
 const LoraTile* tiles_ptr(const Plan& p) { return reinterpret_cast<const LoraTile*>(p.tiles_dev.const_data_ptr()); }
+
+// dw[slot] = scale * left[slot rows]^T @ right[slot rows] for every slot of the plan (two deterministic
+// phases through an fp32 workspace of parts x max_rank x C).
+void slot_reduce(const char* op, cuda::DType dtype, const Tensor& left, const Tensor& right, Tensor& dw,
+                 const Plan& plan, cudaStream_t stream) {
+  const int64_t C = right.size(1);
+  if (plan.parts.empty() || C == 0) return;
+  Tensor partial = at::empty({static_cast<int64_t>(plan.parts.size()) * plan.max_rank * C},
+                             left.options().dtype(at::kFloat));
+  check_launch(cuda::lora_slot_reduce(dtype, left.const_data_ptr(), left.stride(0), right.const_data_ptr(),
+                                      right.stride(0), C, dw.data_ptr(), dw.stride(0), dw.stride(1),
+                                      reinterpret_cast<const LoraSlotWork*>(plan.slots_dev.const_data_ptr()),
+                                      static_cast<int64_t>(plan.slots.size()),
+                                      reinterpret_cast<const LoraPart*>(plan.parts_dev.const_data_ptr()),
+                                      static_cast<int64_t>(plan.parts.size()),
+                                      reinterpret_cast<const LoraRange*>(plan.ranges_dev.const_data_ptr()),
+                                      plan.max_rank, partial.data_ptr<float>(), stream),
+               op);
+}
 
 std::vector<float> read_scales(const char* op, const Tensor& lora_scales, int64_t N, const Tensor& ref) {
   TORCH_CHECK(lora_scales.dim() == 1 && lora_scales.scalar_type() == at::kFloat, op,
@@ -259,13 +299,7 @@ std::tuple<Tensor, Tensor> lora_expand_backward_cuda(const Tensor& grad_y_in, co
                                         static_cast<int64_t>(plan.tiles.size()), plan.max_rank, stream),
                op);
   // grad_B[slot] = scale * h[rows, :rank]^T @ grad_y[rows]
-  check_launch(cuda::lora_slot_reduce(dtype, h.const_data_ptr(), ld(h), gy.const_data_ptr(), ld(gy), out,
-                                      grad_b.data_ptr(), grad_b.stride(0), grad_b.stride(1),
-                                      reinterpret_cast<const LoraSlotWork*>(plan.slots_dev.const_data_ptr()),
-                                      static_cast<int64_t>(plan.slots.size()),
-                                      reinterpret_cast<const LoraRange*>(plan.ranges_dev.const_data_ptr()),
-                                      plan.max_rank, stream),
-               op);
+  slot_reduce(op, dtype, h, gy, grad_b, plan, stream);
   return {grad_h, grad_b};
 }
 
@@ -294,13 +328,7 @@ std::tuple<Tensor, Tensor> lora_shrink_backward_cuda(const Tensor& grad_h_in, co
                                        static_cast<int64_t>(plan.tiles.size()), stream),
                op);
   // grad_A[slot] = grad_h[rows, :rank]^T @ x[rows]
-  check_launch(cuda::lora_slot_reduce(dtype, gh.const_data_ptr(), ld(gh), x.const_data_ptr(), ld(x), K,
-                                      grad_a.data_ptr(), grad_a.stride(0), grad_a.stride(1),
-                                      reinterpret_cast<const LoraSlotWork*>(plan.slots_dev.const_data_ptr()),
-                                      static_cast<int64_t>(plan.slots.size()),
-                                      reinterpret_cast<const LoraRange*>(plan.ranges_dev.const_data_ptr()),
-                                      plan.max_rank, stream),
-               op);
+  slot_reduce(op, dtype, gh, x, grad_a, plan, stream);
   return {grad_x, grad_a};
 }
 

@@ -28,6 +28,7 @@ constexpr int kWtThreads = 256;       // rows_times_wt: 16 rows x 16 column grou
 constexpr int kCols = 128;            // columns per block of rows_times_w / slot_reduce
 constexpr int kRedR = 16;             // rank rows per block of slot_reduce
 constexpr int kRedT = 32;             // token rows staged per step of slot_reduce
+constexpr int kDecodeRows = 4;        // tiles of at most this many rows take the decode path
 
 // One block per (tile, chunk of 64 ranks). Stages x[tile rows, k0:k0+64] and w[slot, r0:r0+64, k0:k0+64]
 // in shared memory (fp32); thread (row i, lane j) owns outputs r0 + j + 16 * q, q = 0..3.
@@ -46,6 +47,38 @@ rows_times_wt_kernel(const T* __restrict__ in, int64_t ld_in, int64_t K, const T
   const int tid = static_cast<int>(threadIdx.x);
   const int i = tid / 16, j = tid % 16;
   const T* wbase = w + static_cast<int64_t>(tile.slot) * w_slot + static_cast<int64_t>(r0) * w_row;
+  if (nrows <= kDecodeRows) {
+    // Decode path (few tokens, memory bound): a warp per rank row, lanes stride over K, the x rows
+    // come from L1; the warp sums with a fixed xor-shuffle tree (deterministic).
+    const int warp = tid / 32, lane = tid % 32;
+    const T* xrow = in + tile.row_begin * ld_in;
+    for (int rr = warp; rr < nr; rr += kWtThreads / 32) {
+      const T* wr = wbase + static_cast<int64_t>(rr) * w_row;
+      float dacc[kDecodeRows];
+#pragma unroll
+      for (int q = 0; q < kDecodeRows; ++q) dacc[q] = 0.f;
+#pragma unroll 4
+      for (int64_t k = lane; k < K; k += 32) {
+        const float wv = to_f32(wr[k]);
+#pragma unroll
+        for (int q = 0; q < kDecodeRows; ++q) {
+          if (q < nrows) dacc[q] = fmaf(to_f32(xrow[q * ld_in + k]), wv, dacc[q]);
+        }
+      }
+#pragma unroll
+      for (int q = 0; q < kDecodeRows; ++q) {
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) dacc[q] += __shfl_xor_sync(0xFFFFFFFFu, dacc[q], off);
+      }
+      if (lane == 0) {
+#pragma unroll
+        for (int q = 0; q < kDecodeRows; ++q) {
+          if (q < nrows) out[(tile.row_begin + q) * ld_out + r0 + rr] = from_f32<T>(dacc[q] * tile.scale);
+        }
+      }
+    }
+    return;  // uniform over the block
+  }
   float acc[4] = {0.f, 0.f, 0.f, 0.f};
   for (int64_t k0 = 0; k0 < K; k0 += kK) {
     const int nk = static_cast<int>((K - k0 < kK ? K - k0 : int64_t{kK}));
@@ -119,15 +152,18 @@ rows_times_w_kernel(const T* __restrict__ in, int64_t ld_in, const T* __restrict
   }
 }
 
-// One block per (slot, 128 columns, 16 ranks); thread = column, 16 rank accumulators. The slot's rows
-// are visited range by range, in order, 32 rows at a time (left rows staged in shared memory).
+// Phase 1 of the per-slot reductions: one block per (part, 128 columns, 16 ranks); thread = column,
+// 16 rank accumulators. A part is up to kLoraPartRows consecutive rows of one slot's row sequence
+// (which may span several ranges); its fp32 sums go to partial[part, r, c].
 template <typename T>
 __global__ void __launch_bounds__(kCols)
-slot_reduce_kernel(const T* __restrict__ left, int64_t ld_left, const T* __restrict__ right,
-                   int64_t ld_right, int64_t C, T* __restrict__ dw, int64_t dw_slot, int64_t dw_row,
-                   const LoraSlotWork* __restrict__ work, const LoraRange* __restrict__ ranges) {
+slot_partial_kernel(const T* __restrict__ left, int64_t ld_left, const T* __restrict__ right,
+                    int64_t ld_right, int64_t C, const LoraSlotWork* __restrict__ work,
+                    const LoraPart* __restrict__ parts, const LoraRange* __restrict__ ranges,
+                    int32_t max_rank, float* __restrict__ partial) {
   __shared__ float ls[kRedT][kRedR];
-  const LoraSlotWork sw = work[blockIdx.x];
+  const LoraPart part = parts[blockIdx.x];
+  const LoraSlotWork sw = work[part.work];
   const int r0 = static_cast<int>(blockIdx.z) * kRedR;
   if (r0 >= sw.rank) return;  // uniform over the block
   const int nr = min(kRedR, sw.rank - r0);
@@ -137,30 +173,60 @@ slot_reduce_kernel(const T* __restrict__ left, int64_t ld_left, const T* __restr
   float acc[kRedR];
 #pragma unroll
   for (int q = 0; q < kRedR; ++q) acc[q] = 0.f;
-  for (int64_t g = sw.range_begin; g < sw.range_end; ++g) {
-    const LoraRange rg = ranges[g];
-    for (int64_t t0 = rg.row_begin; t0 < rg.row_end; t0 += kRedT) {
-      const int nt = static_cast<int>((rg.row_end - t0 < kRedT ? rg.row_end - t0 : int64_t{kRedT}));
-      for (int e = tid; e < kRedT * kRedR; e += kCols) {
-        const int tt = e / kRedR, q = e % kRedR;
-        ls[tt][q] = (tt < nt && q < nr) ? to_f32(left[(t0 + tt) * ld_left + r0 + q]) : 0.f;
-      }
-      __syncthreads();
-      if (active) {
-        for (int tt = 0; tt < nt; ++tt) {
-          const float rv = to_f32(right[(t0 + tt) * ld_right + c]);
+  int64_t g = part.range;
+  int64_t t0 = part.row;
+  int64_t left_rows = part.count;
+  while (left_rows > 0) {
+    const int64_t range_end = ranges[g].row_end;
+    const int64_t avail = range_end - t0 < left_rows ? range_end - t0 : left_rows;
+    const int nt = static_cast<int>(avail < kRedT ? avail : int64_t{kRedT});
+    for (int e = tid; e < kRedT * kRedR; e += kCols) {
+      const int tt = e / kRedR, q = e % kRedR;
+      ls[tt][q] = (tt < nt && q < nr) ? to_f32(left[(t0 + tt) * ld_left + r0 + q]) : 0.f;
+    }
+    __syncthreads();
+    if (active) {
+      for (int tt = 0; tt < nt; ++tt) {
+        const float rv = to_f32(right[(t0 + tt) * ld_right + c]);
 #pragma unroll
-          for (int q = 0; q < kRedR; ++q) acc[q] = fmaf(ls[tt][q], rv, acc[q]);
-        }
+        for (int q = 0; q < kRedR; ++q) acc[q] = fmaf(ls[tt][q], rv, acc[q]);
       }
-      __syncthreads();
+    }
+    __syncthreads();
+    t0 += nt;
+    left_rows -= nt;
+    if (t0 == range_end && left_rows > 0) {
+      ++g;
+      t0 = ranges[g].row_begin;
     }
   }
   if (!active) return;
-  T* dst = dw + static_cast<int64_t>(sw.slot) * dw_slot + static_cast<int64_t>(r0) * dw_row + c;
+  float* dst = partial + (static_cast<int64_t>(blockIdx.x) * max_rank + r0) * C + c;
 #pragma unroll
   for (int q = 0; q < kRedR; ++q) {
-    if (q < nr) dst[static_cast<int64_t>(q) * dw_row] = from_f32<T>(acc[q] * sw.scale);
+    if (q < nr) dst[static_cast<int64_t>(q) * C] = acc[q];
+  }
+}
+
+// Phase 2: one block per (slot, 128 columns, 16 ranks) sums the slot's parts in part order (fixed, so
+// the result is bit-reproducible) and writes dw[slot, r, c] = scale * sum.
+template <typename T>
+__global__ void __launch_bounds__(kCols)
+slot_finish_kernel(int64_t C, T* __restrict__ dw, int64_t dw_slot, int64_t dw_row,
+                   const LoraSlotWork* __restrict__ work, int32_t max_rank, const float* __restrict__ partial) {
+  const LoraSlotWork sw = work[blockIdx.x];
+  const int r0 = static_cast<int>(blockIdx.z) * kRedR;
+  if (r0 >= sw.rank) return;
+  const int nr = min(kRedR, sw.rank - r0);
+  const int64_t c = static_cast<int64_t>(blockIdx.y) * kCols + threadIdx.x;
+  if (c >= C) return;
+  T* dst = dw + static_cast<int64_t>(sw.slot) * dw_slot + static_cast<int64_t>(r0) * dw_row + c;
+  for (int q = 0; q < nr; ++q) {
+    float s = 0.f;
+    for (int64_t p = sw.part_begin; p < sw.part_end; ++p) {
+      s += partial[(p * max_rank + r0 + q) * C + c];
+    }
+    dst[static_cast<int64_t>(q) * dw_row] = from_f32<T>(s * sw.scale);
   }
 }
 
@@ -201,20 +267,24 @@ cudaError_t lora_rows_times_w(DType dtype, const void* in, int64_t ld_in, const 
 
 cudaError_t lora_slot_reduce(DType dtype, const void* left, int64_t ld_left, const void* right,
                              int64_t ld_right, int64_t C, void* dw, int64_t dw_slot, int64_t dw_row,
-                             const LoraSlotWork* work, int64_t num_work, const LoraRange* ranges,
-                             int32_t max_rank, cudaStream_t stream) {
-  if (num_work == 0 || C == 0 || max_rank <= 0) return cudaSuccess;
-  if (num_work > INT32_MAX || detail::ceil_div(C, kCols) > kMaxGridY ||
+                             const LoraSlotWork* work, int64_t num_work, const LoraPart* parts, int64_t num_parts,
+                             const LoraRange* ranges, int32_t max_rank, float* partial, cudaStream_t stream) {
+  if (num_work == 0 || num_parts == 0 || C == 0 || max_rank <= 0) return cudaSuccess;
+  if (num_work > INT32_MAX || num_parts > INT32_MAX || detail::ceil_div(C, kCols) > kMaxGridY ||
       detail::ceil_div(max_rank, kRedR) > kMaxGridY) {
     return cudaErrorInvalidConfiguration;
   }
   return detail::dispatch_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
-    const dim3 grid(static_cast<unsigned>(num_work), static_cast<unsigned>(detail::ceil_div(C, kCols)),
-                    static_cast<unsigned>(detail::ceil_div(max_rank, kRedR)));
-    slot_reduce_kernel<T><<<grid, kCols, 0, stream>>>(
-        static_cast<const T*>(left), ld_left, static_cast<const T*>(right), ld_right, C,
-        static_cast<T*>(dw), dw_slot, dw_row, work, ranges);
+    const unsigned gy = static_cast<unsigned>(detail::ceil_div(C, kCols));
+    const unsigned gz = static_cast<unsigned>(detail::ceil_div(max_rank, kRedR));
+    slot_partial_kernel<T><<<dim3(static_cast<unsigned>(num_parts), gy, gz), kCols, 0, stream>>>(
+        static_cast<const T*>(left), ld_left, static_cast<const T*>(right), ld_right, C, work, parts, ranges,
+        max_rank, partial);
+    cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+    slot_finish_kernel<T><<<dim3(static_cast<unsigned>(num_work), gy, gz), kCols, 0, stream>>>(
+        C, static_cast<T*>(dw), dw_slot, dw_row, work, max_rank, partial);
     return cudaGetLastError();
   });
 }

@@ -29,8 +29,8 @@ struct LoraTile {
 };
 
 struct LoraSlotWork {
-  int64_t range_begin;  // first index into the LoraRange list
-  int64_t range_end;    // one past the last
+  int64_t part_begin;  // the slot's parts: [part_begin, part_end) of the LoraPart list
+  int64_t part_end;
   int32_t slot;
   int32_t rank;
   float scale;
@@ -40,6 +40,17 @@ struct LoraSlotWork {
 struct LoraRange {
   int64_t row_begin;
   int64_t row_end;
+};
+
+// Up to kLoraPartRows consecutive rows of one slot's row sequence (its ranges in order), starting at
+// row `row` of range `range`; the per-slot reductions sum each part separately, then the parts in order.
+constexpr int64_t kLoraPartRows = 256;
+
+struct LoraPart {
+  int64_t work;   // index into the LoraSlotWork list
+  int64_t range;  // index into the LoraRange list of the first row
+  int64_t row;    // first row
+  int64_t count;  // rows, >= 1
 };
 
 // out[t, r] = scale * sum_k in[t, k] * w[slot, r, k]   for r < rank, every t of every tile.
@@ -57,13 +68,15 @@ cudaError_t lora_rows_times_w(DType dtype, const void* in, int64_t ld_in, const 
                               int64_t w_row, int64_t C, const void* base, int64_t ld_base, void* out,
                               int64_t ld_out, const LoraTile* tiles, int64_t num_tiles, cudaStream_t stream);
 
-// dw[slot, r, c] = scale * sum_{t in the slot's ranges, in order} left[t, r] * right[t, c]
+// dw[slot, r, c] = scale * sum_{t in the slot's rows, in order} left[t, r] * right[t, c]
 // for r < rank, c < C, every slot of `work`. left: [T, R] (ld_left); right: [T, C] (ld_right);
 // dw: [N, R, C] (dw_slot, dw_row). Rows r >= rank are not written. max_rank bounds every rank.
+// Two phases, no atomics: each part's sums go to `partial` (float32, num_parts * max_rank * C, device),
+// then each slot adds its parts in order.
 cudaError_t lora_slot_reduce(DType dtype, const void* left, int64_t ld_left, const void* right,
                              int64_t ld_right, int64_t C, void* dw, int64_t dw_slot, int64_t dw_row,
-                             const LoraSlotWork* work, int64_t num_work, const LoraRange* ranges,
-                             int32_t max_rank, cudaStream_t stream);
+                             const LoraSlotWork* work, int64_t num_work, const LoraPart* parts, int64_t num_parts,
+                             const LoraRange* ranges, int32_t max_rank, float* partial, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace mint
