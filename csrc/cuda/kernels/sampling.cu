@@ -192,7 +192,9 @@ sample_kernel(const T* __restrict__ logits, int64_t vocab, int64_t row_stride, i
   const float temperature = params.temperature[b];
   if (temperature == 0.f) {  // 2. greedy
     double s = 0.0;
-    for (int64_t j = tid; j < vocab; j += kThreads) s += static_cast<double>(expf(row(j) - max_logit));
+    for (int64_t j = tid; j < vocab; j += kThreads) {
+      s += static_cast<double>(static_cast<float>(exp(static_cast<double>(row(j) - max_logit))));
+    }
     s = block_sum(s, sh);
     if (tid == 0) {
       tokens[b] = argmax;
@@ -202,8 +204,11 @@ sample_kernel(const T* __restrict__ logits, int64_t vocab, int64_t row_stride, i
   }
 
   const double inv_t = 1.0 / static_cast<double>(temperature);
+  // exp of the float z as the CPU's std::exp(float) gives it: a double exp rounded once to float is the
+  // correctly rounded result (bar double-rounding ties), which CUDA's expf (up to 2 ulp) is not.
   auto weight = [&](float x) {
-    return expf(static_cast<float>((static_cast<double>(x) - max_logit) * inv_t));
+    const float z = static_cast<float>((static_cast<double>(x) - max_logit) * inv_t);
+    return static_cast<float>(exp(static_cast<double>(z)));
   };
   const int64_t top_k = params.top_k[b];
   const int64_t k = (top_k <= 0 || top_k >= vocab) ? vocab : top_k;
