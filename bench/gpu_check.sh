@@ -79,7 +79,7 @@ stage "flashinfer (optional)"
 timeout 90 $V/pip install -q flashinfer-python >/dev/null 2>&1 && echo "flashinfer-python installed" || echo "flashinfer-python not installed; sampling is compared with torch only"
 
 stage "benchmarks"
-timeout 180 $V/python bench/cuda_bench.py 2>&1 | tee "$logs/bench.log"
+timeout 180 $V/python bench/cuda_bench.py 2>&1 | tee "$logs/bench.log" || echo "benchmarks failed or timed out"
 
 stage "done: tests exit code $tests_rc, total $(( $(date +%s) - start ))s"
 exit "$tests_rc"
