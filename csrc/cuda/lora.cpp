@@ -12,6 +12,8 @@
 #include <mint/lora_cuda.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -210,6 +212,13 @@ void check_shrink_args(const char* op, const Tensor& x, const Tensor& lora_a) {
               " (x.size(1)), got shape ", shape_str(lora_a));
 }
 
+// Tensor cores for bf16 / fp16 row products unless MINT_LORA_TENSOR_CORES=0 (read per call, so tests can
+// compare both kernels in one process).
+bool use_tensor_cores() {
+  const char* v = std::getenv("MINT_LORA_TENSOR_CORES");
+  return v == nullptr || std::strcmp(v, "0") != 0;
+}
+
 // A view with unit column stride (the kernels take a leading dimension per matrix), else a copy.
 Tensor unit_inner(const Tensor& t) { return t.size(-1) <= 1 || t.stride(-1) == 1 ? t : t.contiguous(); }
 
@@ -229,7 +238,7 @@ Tensor lora_shrink_cuda(const Tensor& x_in, const Tensor& lora_a_in, const Tenso
   check_launch(cuda::lora_rows_times_wt(cuda_binding::to_kernel_dtype(x.scalar_type()), x.const_data_ptr(), ld(x), K,
                                         a.const_data_ptr(), a.stride(0), a.stride(1), h.data_ptr(), R,
                                         tiles_ptr(plan), static_cast<int64_t>(plan.tiles.size()), plan.max_rank,
-                                        cuda_binding::current_stream()),
+                                        use_tensor_cores(), cuda_binding::current_stream()),
                op);
   return h;
 }
@@ -241,7 +250,8 @@ void expand_into(const char* op, Tensor& dst, const Tensor& h_in, const Tensor& 
   check_launch(cuda::lora_rows_times_w(cuda_binding::to_kernel_dtype(dst.scalar_type()), h.const_data_ptr(), ld(h),
                                        b.const_data_ptr(), b.stride(0), b.stride(1), dst.size(1), dst.const_data_ptr(),
                                        ld(dst), dst.data_ptr(), ld(dst), tiles_ptr(plan),
-                                       static_cast<int64_t>(plan.tiles.size()), cuda_binding::current_stream()),
+                                       static_cast<int64_t>(plan.tiles.size()), use_tensor_cores(),
+                                       cuda_binding::current_stream()),
                op);
 }
 
@@ -296,7 +306,7 @@ std::tuple<Tensor, Tensor> lora_expand_backward_cuda(const Tensor& grad_y_in, co
   // grad_h[t, r] = scale * grad_y[t] . B[slot, r]
   check_launch(cuda::lora_rows_times_wt(dtype, gy.const_data_ptr(), ld(gy), out, b.const_data_ptr(), b.stride(0),
                                         b.stride(1), grad_h.data_ptr(), R, tiles_ptr(plan),
-                                        static_cast<int64_t>(plan.tiles.size()), plan.max_rank, stream),
+                                        static_cast<int64_t>(plan.tiles.size()), plan.max_rank, use_tensor_cores(), stream),
                op);
   // grad_B[slot] = scale * h[rows, :rank]^T @ grad_y[rows]
   slot_reduce(op, dtype, h, gy, grad_b, plan, stream);
@@ -325,7 +335,7 @@ std::tuple<Tensor, Tensor> lora_shrink_backward_cuda(const Tensor& grad_h_in, co
   // grad_x[t] = grad_h[t, :rank] @ A[slot, :rank]
   check_launch(cuda::lora_rows_times_w(dtype, gh.const_data_ptr(), ld(gh), a.const_data_ptr(), a.stride(0),
                                        a.stride(1), K, nullptr, 0, grad_x.data_ptr(), K, tiles_ptr(plan),
-                                       static_cast<int64_t>(plan.tiles.size()), stream),
+                                       static_cast<int64_t>(plan.tiles.size()), use_tensor_cores(), stream),
                op);
   // grad_A[slot] = grad_h[rows, :rank]^T @ x[rows]
   slot_reduce(op, dtype, gh, x, grad_a, plan, stream);

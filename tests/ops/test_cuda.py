@@ -41,6 +41,19 @@ ops = torch.ops.mint
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 DEV = "cuda"
 
+# The shared cases plus long segments (full 16-row tiles, several K chunks, ranks 8 / 16 / 64 mixed), so the
+# tiled and tensor-core paths run as well as the decode path (tiles of <= 4 rows).
+GPU_CASES = dict(CASES)
+GPU_CASES["long_segments_2049_3424"] = ([40, 0, 37, 19], [1, 0, 2, 1], [16, 64, 8], 64, 2049, 3424)
+GPU_CASES["long_576_1536_r64"] = ([33, 70], [0, 1], [64, 4], 64, 576, 1536)
+
+
+@pytest.fixture(params=["tensor_cores", "fma"])
+def kernel_path(request, monkeypatch):
+    """Runs a test with the WMMA tensor-core LoRA kernels (default) and with MINT_LORA_TENSOR_CORES=0."""
+    monkeypatch.setenv("MINT_LORA_TENSOR_CORES", "1" if request.param == "tensor_cores" else "0")
+    return request.param
+
 
 def to_dev(tensors):
     return [t.to(DEV) for t in tensors]
@@ -55,10 +68,10 @@ def close(actual, expected, dtype, scale=1.0):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", list(GPU_CASES))
 @pytest.mark.parametrize("index_on", ["cuda", "cpu"])
-def test_lora_forward_cpu_vs_cuda_and_reference(case, dtype, index_on):
-    x, y, a, b, indptr, seg, rk, sc = make(case, dtype)
+def test_lora_forward_cpu_vs_cuda_and_reference(case, dtype, index_on, kernel_path):
+    x, y, a, b, indptr, seg, rk, sc = make(GPU_CASES[case], dtype)
     xd, yd, ad, bd = to_dev([x, y, a, b])
     idx = [indptr, seg, rk] if index_on == "cpu" else to_dev([indptr, seg, rk])
     scd = sc if index_on == "cpu" else sc.to(DEV)
@@ -76,9 +89,9 @@ def test_lora_forward_cpu_vs_cuda_and_reference(case, dtype, index_on):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", list(CASES))
-def test_lora_backward_cpu_vs_cuda_and_deterministic(case, dtype):
-    x, y, a, b, indptr, seg, rk, sc = make(case, dtype)
+@pytest.mark.parametrize("case", list(GPU_CASES))
+def test_lora_backward_cpu_vs_cuda_and_deterministic(case, dtype, kernel_path):
+    x, y, a, b, indptr, seg, rk, sc = make(GPU_CASES[case], dtype)
     g = torch.Generator().manual_seed(1)
     gy = torch.randn(y.shape, generator=g).to(dtype)
     h = ops.lora_shrink(x, a, indptr, seg, rk)

@@ -6,7 +6,9 @@
 //     row-wise products (shrink, expand and the dx / dh parts of the backward).
 //   - LoraSlotWork + LoraRange: every row range of one slot, in segment order; used by the per-slot
 //     reductions dA / dB, which sum over the slot's rows in that fixed order (deterministic, no atomics).
-// All products accumulate in fp32 whatever the element type. Matrices are row-major with an explicit
+// All products accumulate in fp32 whatever the element type. With tensor_cores = true, bf16 / fp16 row
+// products use WMMA tensor-core tiles (fp32 accumulation); fp32 always uses the FMA kernels, and
+// rows_times_wt tiles of <= 4 rows (decode) use a warp-per-rank memory-bound path either way. Matrices are row-major with an explicit
 // leading dimension (elements between rows); the column stride is 1.
 #pragma once
 
@@ -58,7 +60,7 @@ struct LoraPart {
 // Columns r >= rank of out are not written. max_rank bounds every tile's rank.
 cudaError_t lora_rows_times_wt(DType dtype, const void* in, int64_t ld_in, int64_t K, const void* w,
                                int64_t w_slot, int64_t w_row, void* out, int64_t ld_out,
-                               const LoraTile* tiles, int64_t num_tiles, int32_t max_rank,
+                               const LoraTile* tiles, int64_t num_tiles, int32_t max_rank, bool tensor_cores,
                                cudaStream_t stream);
 
 // out[t, c] = (base ? base[t, c] : 0) + scale * sum_{r < rank} in[t, r] * w[slot, r, c]
@@ -66,7 +68,8 @@ cudaError_t lora_rows_times_wt(DType dtype, const void* in, int64_t ld_in, int64
 // base and out: [T, C] (ld_base, ld_out); base may equal out (in-place accumulate) or be null.
 cudaError_t lora_rows_times_w(DType dtype, const void* in, int64_t ld_in, const void* w, int64_t w_slot,
                               int64_t w_row, int64_t C, const void* base, int64_t ld_base, void* out,
-                              int64_t ld_out, const LoraTile* tiles, int64_t num_tiles, cudaStream_t stream);
+                              int64_t ld_out, const LoraTile* tiles, int64_t num_tiles, bool tensor_cores,
+                              cudaStream_t stream);
 
 // dw[slot, r, c] = scale * sum_{t in the slot's rows, in order} left[t, r] * right[t, c]
 // for r < rank, c < C, every slot of `work`. left: [T, R] (ld_left); right: [T, C] (ld_right);
