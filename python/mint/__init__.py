@@ -27,7 +27,7 @@ from mint.errors import __all__ as _error_names  # noqa: E402
 
 __version__ = "0.1.0"
 
-from mint.client import APIFuture, SamplingClient, ServiceClient, TrainingClient  # noqa: E402
+from mint.client import APIFuture, RestClient, SamplingClient, ServiceClient, TrainingClient  # noqa: E402
 
 __all__ = [
     "APIFuture",
@@ -37,6 +37,7 @@ __all__ = [
     "ForwardBackwardOutput",
     "LoraConfig",
     "ModelInput",
+    "RestClient",
     "SampleResponse",
     "SampledSequence",
     "SamplingClient",

@@ -27,6 +27,10 @@ class ConflictError(MintError):
     """The request conflicts with the current state (e.g. a name already in use)."""
 
 
+class CheckpointCorruptedError(MintError):
+    """A stored checkpoint failed verification (missing file, checksum mismatch or unreadable data)."""
+
+
 class InternalServerError(MintError, RuntimeError):
     """mint failed while executing a valid request."""
 
@@ -42,6 +46,7 @@ class APIStatusError(MintError):
 __all__ = [
     "APIStatusError",
     "BadRequestError",
+    "CheckpointCorruptedError",
     "ConflictError",
     "InternalServerError",
     "MintError",

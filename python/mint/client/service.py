@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mint import types
 from mint.client._validate import build
@@ -13,6 +13,9 @@ from mint.engine.adapter_files import parse_path, read_metadata
 from mint.engine.engine import _engines, get_engine
 from mint.engine.models import DEFAULT_BASE_MODEL, embedded_model_names
 from mint.errors import BadRequestError
+
+if TYPE_CHECKING:
+    from mint.client.rest import RestClient
 
 
 class ServiceClient:
@@ -54,8 +57,47 @@ class ServiceClient:
             train_unembed=train_unembed,
         )
         engine = get_engine(base_model)
-        run_id = engine.submit(engine.create_training_adapter, config).result()
+        run_id = engine.submit(engine.create_training_adapter, config, user_metadata).result()
         return TrainingClient(engine, run_id, config)
+
+    def create_training_client_from_state(
+        self, path: str, user_metadata: dict[str, str] | None = None
+    ) -> TrainingClient:
+        """A TrainingClient for a new run on the checkpoint's base model, with its rank and layers, starting
+        from the weights at ``path`` and a fresh (zero) optimizer state."""
+        return self._client_from_state(path, user_metadata, with_optimizer=False)
+
+    def create_training_client_from_state_with_optimizer(
+        self, path: str, user_metadata: dict[str, str] | None = None
+    ) -> TrainingClient:
+        """Like :meth:`create_training_client_from_state`, also restoring the optimizer state saved by
+        ``save_state``: training continues exactly where it stopped."""
+        return self._client_from_state(path, user_metadata, with_optimizer=True)
+
+    def _client_from_state(self, path: str, user_metadata, with_optimizer: bool) -> TrainingClient:
+        from mint.engine.adapter_pool import AdapterSpec
+        from mint.engine.lora_layers import ATTN, MLP, UNEMBED
+
+        meta = read_metadata(parse_path(path, field="path"))
+        spec = AdapterSpec.from_metadata(meta)
+        config = build(
+            types.LoraConfig, "path", rank=spec.rank, train_mlp=MLP in spec.kinds, train_attn=ATTN in spec.kinds,
+            train_unembed=UNEMBED in spec.kinds,
+        )
+        engine = get_engine(meta.get("base_model") or DEFAULT_BASE_MODEL)
+        run_id = engine.submit(engine.create_training_adapter, config, user_metadata).result()
+        try:
+            engine.submit(engine.load_state, run_id, path, with_optimizer).result()
+        except BaseException:
+            engine.submit(engine.release_training_adapter, run_id).result()
+            raise
+        return TrainingClient(engine, run_id, config)
+
+    def create_rest_client(self) -> "RestClient":
+        """A RestClient over this data directory's training runs and checkpoints."""
+        from mint.client.rest import RestClient
+
+        return RestClient()
 
     def create_sampling_client(self, model_path: str | None = None, base_model: str | None = None) -> SamplingClient:
         """A SamplingClient over a sampler checkpoint (``model_path``) or the bare ``base_model``."""
@@ -77,3 +119,14 @@ class ServiceClient:
 
     async def create_sampling_client_async(self, model_path=None, base_model=None) -> SamplingClient:
         return self.create_sampling_client(model_path, base_model)
+
+    async def create_training_client_from_state_async(self, path: str, user_metadata=None) -> TrainingClient:
+        return self.create_training_client_from_state(path, user_metadata)
+
+    async def create_training_client_from_state_with_optimizer_async(
+        self, path: str, user_metadata=None
+    ) -> TrainingClient:
+        return self.create_training_client_from_state_with_optimizer(path, user_metadata)
+
+    async def create_rest_client_async(self) -> "RestClient":
+        return self.create_rest_client()

@@ -70,10 +70,29 @@ class TrainingClient:
             return failed(exc)
         return APIFuture(self._engine.submit_optim_step(self.model_id, params))
 
-    def save_weights_for_sampler(self, name: str | None = None) -> APIFuture[types.SaveWeightsForSamplerResponse]:
-        """Save the adapter weights; the result's ``path`` is ``mint://<run_id>/sampler_weights/<name>``."""
+    def save_weights_for_sampler(
+        self, name: str | None = None, ttl_seconds: int | None = None
+    ) -> APIFuture[types.SaveWeightsForSamplerResponse]:
+        """Save the adapter weights; the result's ``path`` is ``mint://<run_id>/sampler_weights/<name>``.
+        The checkpoint is listed by the RestClient (type "sampler") and expires after ``ttl_seconds`` if given."""
         name = name if name is not None else f"sampler-{uuid.uuid4().hex[:8]}"
-        return self._submit(self._engine.save_weights_for_sampler, self.model_id, name)
+        return self._submit(self._engine.save_weights_for_sampler, self.model_id, name, ttl_seconds)
+
+    def save_state(self, name: str, ttl_seconds: int | None = None) -> APIFuture[types.SaveWeightsResponse]:
+        """Save weights and optimizer state (Adam moments, per-tensor step counts) for an exact resume; the
+        result's ``path`` is ``mint://<run_id>/weights/<name>``. Gradients accumulated since the last
+        optim_step are not saved. The write is atomic and checksummed; saving an existing name replaces it."""
+        return self._submit(self._engine.save_state, self.model_id, name, ttl_seconds)
+
+    def load_state(self, path: str) -> APIFuture[types.LoadWeightsResponse]:
+        """Load weights from a checkpoint (``weights/`` or ``sampler_weights/``) and reset the optimizer:
+        Adam moments and step counts start from zero. The checkpoint must have this client's rank and layers."""
+        return self._submit(self._engine.load_state, self.model_id, path, False)
+
+    def load_state_with_optimizer(self, path: str) -> APIFuture[types.LoadWeightsResponse]:
+        """Load weights and optimizer state from a ``save_state`` checkpoint: training continues exactly as if
+        it had never stopped."""
+        return self._submit(self._engine.load_state, self.model_id, path, True)
 
     def save_weights_and_get_sampling_client(self, name: str | None = None) -> "SamplingClient":
         """Save the current weights for sampling and return a SamplingClient over them."""
@@ -117,8 +136,17 @@ class TrainingClient:
     async def optim_step_async(self, adam_params=None) -> APIFuture:
         return self.optim_step(adam_params)
 
-    async def save_weights_for_sampler_async(self, name=None) -> APIFuture:
-        return self.save_weights_for_sampler(name)
+    async def save_weights_for_sampler_async(self, name=None, ttl_seconds=None) -> APIFuture:
+        return self.save_weights_for_sampler(name, ttl_seconds)
+
+    async def save_state_async(self, name: str, ttl_seconds: int | None = None) -> APIFuture:
+        return self.save_state(name, ttl_seconds)
+
+    async def load_state_async(self, path: str) -> APIFuture:
+        return self.load_state(path)
+
+    async def load_state_with_optimizer_async(self, path: str) -> APIFuture:
+        return self.load_state_with_optimizer(path)
 
     async def save_weights_and_get_sampling_client_async(self, name=None) -> "SamplingClient":
         from mint.client.sampling import SamplingClient

@@ -1,24 +1,22 @@
-"""Adapter weights on disk: safetensors files under the mint home, addressed by mint:// paths."""
+"""Adapter weights and training state on disk, addressed by mint:// paths (storage: mint.storage)."""
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
-from safetensors import safe_open
 
+from mint import storage
 from mint.engine.adapter_pool import AdapterSpec
-from mint.errors import BadRequestError, NotFoundError
-from mint.home import mint_home
+from mint.errors import BadRequestError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _PATH = re.compile(r"^(mint|tinker)://([A-Za-z0-9._-]+)/(weights|sampler_weights)/([A-Za-z0-9._-]+)$")
-ADAPTER_FILE = "adapter.safetensors"
+ADAPTER_FORMAT = "mint-lora-v1"
+STATE_FORMAT = "mint-training-state-v1"
+OPTIMIZER_PREFIX = "optimizer/"
 
 
 @dataclass(frozen=True)
@@ -34,7 +32,8 @@ class CheckpointPath:
 
     @property
     def folder(self) -> Path:
-        return mint_home() / "runs" / self.run_id / self.kind / self.name
+        """The folder under the mint home that holds this checkpoint's file."""
+        return storage.checkpoints.folder_of(self)
 
 
 def check_name(name: str, field: str = "name") -> str:
@@ -58,40 +57,54 @@ def parse_path(path: str, field: str = "model_path") -> CheckpointPath:
 
 
 def save_adapter(
-    path: CheckpointPath, tensors: dict[str, torch.Tensor], spec: AdapterSpec, base_model: str
+    path: CheckpointPath, tensors: dict[str, torch.Tensor], spec: AdapterSpec, base_model: str,
+    ttl_seconds: int | None = None,
 ) -> int:
-    """Write the adapter atomically (temporary file, fsync, rename). Returns the file size in bytes."""
-    folder = path.folder
-    folder.mkdir(parents=True, exist_ok=True)
-    metadata = {"base_model": base_model, "format": "mint-lora-v1", **spec.to_metadata()}
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, folder / ADAPTER_FILE)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return (folder / ADAPTER_FILE).stat().st_size
+    """Store adapter weights (``<layer>.lora_a`` [r, in], ``<layer>.lora_b`` [r, out]) as checkpoint ``path``:
+    atomic, checksummed, registered in the metadata store. Returns the file size in bytes."""
+    metadata = {"base_model": base_model, "format": ADAPTER_FORMAT, **spec.to_metadata()}
+    return storage.save_checkpoint(path, tensors, metadata, base_model, ttl_seconds).size
 
 
 def load_adapter(path: CheckpointPath) -> tuple[dict[str, torch.Tensor], AdapterSpec, str]:
-    """Read an adapter written by :func:`save_adapter`: (tensors, spec, base_model)."""
-    file = path.folder / ADAPTER_FILE
-    if not file.exists():
-        raise NotFoundError(f"no checkpoint at {path}")
-    with safe_open(str(file), framework="pt") as fh:
-        metadata = fh.metadata() or {}
-    tensors = load_file(str(file))
-    return tensors, AdapterSpec.from_metadata(metadata), metadata.get("base_model", "")
+    """The verified adapter weights of a checkpoint (sampler or training state): (tensors, spec, base_model).
+
+    Raises NotFoundError, PermissionDeniedError or CheckpointCorruptedError (see mint.storage).
+    """
+    tensors, metadata = storage.load_checkpoint(path)
+    weights = {k: v for k, v in tensors.items() if not k.startswith(OPTIMIZER_PREFIX)}
+    return weights, AdapterSpec.from_metadata(metadata), metadata.get("base_model", "")
 
 
 def read_metadata(path: CheckpointPath) -> dict[str, str]:
-    """The metadata stored with an adapter (base_model, rank, alpha, kinds) without loading its tensors."""
-    file = path.folder / ADAPTER_FILE
-    if not file.exists():
-        raise NotFoundError(f"no checkpoint at {path}")
-    with safe_open(str(file), framework="pt") as fh:
-        return dict(fh.metadata() or {})
+    """The metadata stored with a checkpoint (base_model, rank, alpha, kinds, format) without its tensors."""
+    return storage.checkpoint_metadata(path)
+
+
+def save_training_state(
+    path: CheckpointPath,
+    weights: dict[str, torch.Tensor],
+    optimizer: dict[str, torch.Tensor],
+    spec: AdapterSpec,
+    base_model: str,
+    ttl_seconds: int | None = None,
+) -> int:
+    """Store weights and optimizer state in one checkpoint file (one atomic commit). ``optimizer`` keys are
+    stored under ``optimizer/``. Returns the file size in bytes."""
+    tensors = dict(weights)
+    tensors.update({OPTIMIZER_PREFIX + k: v for k, v in optimizer.items()})
+    metadata = {"base_model": base_model, "format": STATE_FORMAT, **spec.to_metadata()}
+    return storage.save_checkpoint(path, tensors, metadata, base_model, ttl_seconds).size
+
+
+def load_training_state(
+    path: CheckpointPath,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], AdapterSpec, str]:
+    """The verified (weights, optimizer tensors without the ``optimizer/`` prefix, spec, base_model) of a
+    training-state checkpoint. BadRequestError if ``path`` holds no optimizer state."""
+    tensors, metadata = storage.load_checkpoint(path)
+    if metadata.get("format") != STATE_FORMAT:
+        raise BadRequestError(f"{path} holds weights only, no optimizer state", field="path")
+    weights = {k: v for k, v in tensors.items() if not k.startswith(OPTIMIZER_PREFIX)}
+    optimizer = {k[len(OPTIMIZER_PREFIX):]: v for k, v in tensors.items() if k.startswith(OPTIMIZER_PREFIX)}
+    return weights, optimizer, AdapterSpec.from_metadata(metadata), metadata.get("base_model", "")

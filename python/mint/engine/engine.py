@@ -19,7 +19,16 @@ import torch
 import torch.nn.functional as F
 
 from mint import types
-from mint.engine.adapter_files import CheckpointPath, check_name, load_adapter, parse_path, save_adapter
+from mint import storage
+from mint.engine.adapter_files import (
+    CheckpointPath,
+    check_name,
+    load_adapter,
+    load_training_state,
+    parse_path,
+    save_adapter,
+    save_training_state,
+)
 from mint.engine.adapter_pool import AdapterPool, AdapterSpec
 from mint.engine.batching import check_tokens, pack
 from mint.engine.lora_layers import ATTN, MLP, UNEMBED, LoraBatch, LoraContext, inject_lora
@@ -206,8 +215,9 @@ class Engine:
         return self._enqueue("call", fn, args)
 
     # ---- training adapters ----
-    def create_training_adapter(self, config: types.LoraConfig) -> str:
-        """Allocate and initialise an adapter for ``config``; returns its run id. Runs on the worker."""
+    def create_training_adapter(self, config: types.LoraConfig, user_metadata: dict[str, str] | None = None) -> str:
+        """Allocate and initialise an adapter for ``config`` and record its run in the metadata store;
+        returns its run id. Runs on the worker."""
         kinds = {k for k, on in ((ATTN, config.train_attn), (MLP, config.train_mlp), (UNEMBED, config.train_unembed)) if on}
         spec = AdapterSpec(rank=config.rank, kinds=frozenset(kinds))
         slot = self.pool.allocate(spec)
@@ -220,6 +230,11 @@ class Engine:
             optimizer=AdapterOptimizerState(self.pool.parameters(slot)),
             seed=config.seed,
         )
+        try:
+            storage.store().create_run(run_id, self.base_model, storage.current_user(), config.rank, user_metadata)
+        except BaseException:
+            self.release_training_adapter(run_id)
+            raise
         return run_id
 
     def adapter(self, run_id: str) -> TrainingAdapter:
@@ -395,12 +410,58 @@ class Engine:
         ]
 
     # ---- checkpoints for sampling ----
-    def save_weights_for_sampler(self, run_id: str, name: str) -> types.SaveWeightsForSamplerResponse:
+    def save_weights_for_sampler(
+        self, run_id: str, name: str, ttl_seconds: int | None = None
+    ) -> types.SaveWeightsForSamplerResponse:
         """Write the adapter's weights to ``mint://<run_id>/sampler_weights/<name>``."""
         adapter = self.adapter(run_id)
         path = CheckpointPath(run_id=run_id, kind="sampler_weights", name=check_name(name))
-        save_adapter(path, self.pool.export(adapter.slot), adapter.spec, self.base_model)
+        save_adapter(path, self.pool.export(adapter.slot), adapter.spec, self.base_model, ttl_seconds)
         return types.SaveWeightsForSamplerResponse(path=str(path))
+
+    # ---- training state (weights + optimizer) ----
+    def save_state(self, run_id: str, name: str, ttl_seconds: int | None = None) -> types.SaveWeightsResponse:
+        """Write the adapter's weights and Adam state (moments, per-tensor steps) to
+        ``mint://<run_id>/weights/<name>`` in one atomic, checksummed file."""
+        adapter = self.adapter(run_id)
+        path = CheckpointPath(run_id=run_id, kind="weights", name=check_name(name))
+        save_training_state(
+            path, self.pool.export(adapter.slot), adapter.optimizer.state_tensors(), adapter.spec,
+            self.base_model, ttl_seconds,
+        )
+        return types.SaveWeightsResponse(path=str(path))
+
+    def load_state(self, run_id: str, path: str, with_optimizer: bool) -> types.LoadWeightsResponse:
+        """Overwrite the adapter's weights from checkpoint ``path``. With ``with_optimizer`` the Adam state is
+        restored too (``path`` must be a training-state checkpoint); without it the moments and step counts
+        are reset to zero. Accumulated gradients are zeroed either way. Everything is read and checked before
+        anything changes: a failure leaves the adapter as it was."""
+        adapter = self.adapter(run_id)
+        parsed = parse_path(path, field="path")
+        if with_optimizer:
+            if parsed.kind != "weights":
+                raise BadRequestError("optimizer state is only saved in weights/ checkpoints (save_state)", field="path")
+            weights, optim, spec, base = load_training_state(parsed)
+        else:
+            (weights, spec, base), optim = load_adapter(parsed), None
+        if base and base != self.base_model:
+            raise BadRequestError(f"checkpoint was trained on {base!r}, not {self.base_model!r}", field="path")
+        if (spec.rank, spec.kinds, spec.alpha) != (adapter.spec.rank, adapter.spec.kinds, adapter.spec.alpha):
+            raise BadRequestError(
+                f"checkpoint has rank {spec.rank}, alpha {spec.alpha}, layers {sorted(spec.kinds)}; this client has "
+                f"rank {adapter.spec.rank}, alpha {adapter.spec.alpha}, layers {sorted(adapter.spec.kinds)}",
+                field="path",
+            )
+        scratch = AdapterOptimizerState(self.pool.parameters(adapter.slot))
+        try:
+            if optim is not None:
+                scratch.load_state_tensors(optim)  # validates before the live state is touched
+            self.pool.load(adapter.slot, weights)
+        except ValueError as exc:
+            raise BadRequestError(str(exc), field="path") from exc
+        adapter.optimizer = scratch  # fresh zero moments and steps unless restored above
+        storage.store().touch_run(run_id)
+        return types.LoadWeightsResponse(path=str(parsed))
 
     def acquire_sampler(self, model_path: str | None) -> int:
         """A pool slot holding the weights at ``model_path`` (-1 for the bare base model), reference counted."""

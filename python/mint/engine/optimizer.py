@@ -37,6 +37,39 @@ class AdapterOptimizerState:
             t.zero_()
         self.steps.zero_()
 
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Copies of everything an exact resume needs: ``exp_avg/<name>`` and ``exp_avg_sq/<name>`` (fp32,
+        the parameter's shape) and ``steps`` (int64 [n_params], Adam's per-tensor step counts).
+        Accumulated, not yet applied gradients are not part of the state."""
+        out = {"steps": self.steps.clone()}
+        for name, m, v in zip(self.names, self.exp_avg, self.exp_avg_sq):
+            out[f"exp_avg/{name}"] = m.clone()
+            out[f"exp_avg_sq/{name}"] = v.clone()
+        return out
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore :meth:`state_tensors` output; all keys, shapes and dtypes are checked before anything is
+        changed (ValueError naming the first mismatch). Accumulated gradients are zeroed."""
+        expected = {"steps": (tuple(self.steps.shape), torch.int64)}
+        for name, m in zip(self.names, self.exp_avg):
+            expected[f"exp_avg/{name}"] = (tuple(m.shape), torch.float32)
+            expected[f"exp_avg_sq/{name}"] = (tuple(m.shape), torch.float32)
+        if set(tensors) != set(expected):
+            missing = sorted(set(expected) - set(tensors))[:3]
+            extra = sorted(set(tensors) - set(expected))[:3]
+            raise ValueError(f"optimizer state does not match this adapter (missing {missing}, unexpected {extra})")
+        for key, (shape, dtype) in expected.items():
+            t = tensors[key]
+            if tuple(t.shape) != shape or t.dtype != dtype:
+                raise ValueError(
+                    f"optimizer tensor {key} is {t.dtype} {tuple(t.shape)}, expected {dtype} {shape}"
+                )
+        self.steps.copy_(tensors["steps"])
+        for name, m, v in zip(self.names, self.exp_avg, self.exp_avg_sq):
+            m.copy_(tensors[f"exp_avg/{name}"])
+            v.copy_(tensors[f"exp_avg_sq/{name}"])
+        self.zero_grad()
+
 
 def adam_hyperparams(params: types.AdamParams) -> list[float]:
     """One row of the mint::adamw_ hyperparameter table."""

@@ -15,6 +15,7 @@ from mint.types.checkpoint import (
     ParsedCheckpointTinkerPath,
     TrainingRun,
     TrainingRunsResponse,
+    WeightsInfoResponse,
 )
 from mint.types.datum import Datum, ForwardBackwardOutput, LossFnInputs, LossFnOutput, LossFnType
 from mint.types.lora import MAX_LORA_RANK, LoraConfig
@@ -68,4 +69,5 @@ __all__ = [
     "TensorDtype",
     "TrainingRun",
     "TrainingRunsResponse",
+    "WeightsInfoResponse",
 ]

@@ -35,6 +35,7 @@ __all__ = [
     "ParsedCheckpointTinkerPath",
     "TrainingRun",
     "TrainingRunsResponse",
+    "WeightsInfoResponse",
 ]
 
 CheckpointType: TypeAlias = Literal["training", "sampler"]
@@ -260,3 +261,42 @@ class TrainingRunsResponse(ResponseModel):
 
     cursor: Optional[Cursor] = None
     """Pagination state (None when unpaginated)."""
+
+
+class WeightsInfoResponse(ResponseModel):
+    """What a checkpoint needs to be loaded (the Tinker fields first, then mint's extras)."""
+
+    base_model: str
+    """The base model the adapter was trained on."""
+
+    is_lora: bool = True
+    """Always True in mint."""
+
+    lora_rank: Optional[int] = Field(default=None, ge=1)
+    """LoRA rank of the adapter."""
+
+    path: Optional[str] = Field(default=None, validation_alias=AliasChoices("path", "tinker_path"))
+    """The checkpoint's ``mint://`` path."""
+
+    checkpoint_type: Optional[CheckpointType] = None
+    """"training" (weights + optimizer state) or "sampler" (weights)."""
+
+    lora_alpha: Optional[float] = None
+    """LoRA alpha (the adapter's output is scaled by ``lora_alpha / lora_rank``)."""
+
+    train_attn: Optional[bool] = None
+    """Whether the adapter covers the attention projections."""
+
+    train_mlp: Optional[bool] = None
+    """Whether the adapter covers the MLP projections."""
+
+    train_unembed: Optional[bool] = None
+    """Whether the adapter covers the unembedding (lm_head)."""
+
+    size: Optional[int] = Field(default=None, ge=0, validation_alias=AliasChoices("size", "size_bytes"))
+    """File size in bytes."""
+
+    @property
+    def size_bytes(self) -> Optional[int]:
+        """Tinker name of ``size``."""
+        return self.size

@@ -1,0 +1,28 @@
+"""Durable storage: checkpoint files (atomic, checksummed safetensors) and run/checkpoint metadata (SQLite)."""
+
+from mint.storage.checkpoints import (
+    checkpoint_metadata,
+    delete_checkpoint,
+    load_checkpoint,
+    purge_expired,
+    save_checkpoint,
+    store,
+    to_checkpoint,
+    to_training_run,
+)
+from mint.storage.db import CheckpointRow, RunRow, Store, current_user
+
+__all__ = [
+    "CheckpointRow",
+    "RunRow",
+    "Store",
+    "checkpoint_metadata",
+    "current_user",
+    "delete_checkpoint",
+    "load_checkpoint",
+    "purge_expired",
+    "save_checkpoint",
+    "store",
+    "to_checkpoint",
+    "to_training_run",
+]
