@@ -1,4 +1,4 @@
-"""The ``mint`` command: ``mint info`` and ``mint prepare [BASE_MODEL]``."""
+"""The ``mint`` command: ``mint info``, ``mint prepare [BASE_MODEL]`` and ``mint export PATH OUT_DIR``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,15 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("info", help="versions, build and data directory")
     prepare = sub.add_parser("prepare", help="convert/cache a base model so later starts take seconds")
     prepare.add_argument("base_model", nargs="?", default=None)
+    export = sub.add_parser("export", help="write a checkpoint as a PEFT adapter folder (or a merged model)")
+    export.add_argument("path", help="checkpoint path, e.g. mint://<run_id>/sampler_weights/<name>")
+    export.add_argument("out_dir", help="output folder (created; existing files of the same names are replaced)")
+    export.add_argument("--merged", action="store_true", help="write a full model with the adapter merged in")
+    export.add_argument("--base-model", default=None, help="base model to merge into (default: the checkpoint's)")
     args = parser.parse_args(argv)
+
+    if args.command == "export":
+        return _export(args)
 
     import torch
 
@@ -32,6 +40,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ops: {', '.join(ops)}")
     elif args.command == "prepare":
         print(resolve_model_source(args.base_model or DEFAULT_BASE_MODEL))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from mint import export
+    from mint.errors import MintError
+
+    try:
+        if args.merged:
+            out = export.to_merged(args.path, args.out_dir, base_model=args.base_model)
+        else:
+            out = export.to_peft(args.path, args.out_dir)
+    except MintError as exc:
+        print(f"mint export: {exc}", file=sys.stderr)
+        return 2
+    print(out)
     return 0
 
 
