@@ -217,3 +217,19 @@ def test_async_twins(service, tiny_llama):
     saved, loaded, b, c = asyncio.run(main())
     assert loaded.path == saved.path
     release(a, b, c)
+
+
+def test_overwriting_a_loaded_sampler_checkpoint_updates_it(service, tiny_llama):
+    a = service.create_lora_training_client(base_model=tiny_llama, rank=2, seed=7)
+    train(a, 1, seed=800)
+    sampler = a.save_weights_and_get_sampling_client("live")
+    train(a, 1, seed=801)
+    path = a.save_weights_for_sampler("live").result().path
+    engine = a._engine
+    slot = engine._samplers[path][0]
+    loaded = engine.submit(engine.pool.export, slot).result()
+    assert all(torch.equal(loaded[n], w) for n, w in engine_weights(a).items())
+    stored = mint.storage.load_checkpoint(mint.engine.adapter_files.parse_path(path))[0]
+    assert all(torch.equal(stored[n], w) for n, w in engine_weights(a).items())
+    del sampler
+    release(a)

@@ -102,3 +102,21 @@ def test_failed_commit_leaves_no_file(mint_home, monkeypatch):
     monkeypatch.undo()
     assert _files(addr) == before and not any(f.startswith(TMP_PREFIX) for f in before)
     assert torch.equal(storage.load_checkpoint(addr)[0]["x"], torch.ones(2))
+
+
+def test_save_tidies_expired_and_stale_temporaries(mint_home):
+    import os
+
+    expired = CheckpointPath("st-run8", "weights", "old")
+    storage.save_checkpoint(expired, {"x": torch.randn(4)}, {}, "base")
+    storage.store().set_expiry("st-run8", "weights", "old", time.time() - 1)
+    addr = CheckpointPath("st-run8", "weights", "new")
+    folder = storage.checkpoints.folder_of(addr)
+    folder.mkdir(parents=True, exist_ok=True)
+    stale, fresh = folder / f"{TMP_PREFIX}stale", folder / f"{TMP_PREFIX}fresh"
+    stale.write_bytes(b"x")
+    fresh.write_bytes(b"x")
+    os.utime(stale, (time.time() - 7200,) * 2)
+    storage.save_checkpoint(addr, {"x": torch.randn(4)}, {}, "base")
+    assert not stale.exists() and fresh.exists()  # a young temporary may belong to a save in progress
+    assert _files(expired) == [] and storage.store().list_expired() == []

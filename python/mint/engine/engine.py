@@ -416,7 +416,11 @@ class Engine:
         """Write the adapter's weights to ``mint://<run_id>/sampler_weights/<name>``."""
         adapter = self.adapter(run_id)
         path = CheckpointPath(run_id=run_id, kind="sampler_weights", name=check_name(name))
-        save_adapter(path, self.pool.export(adapter.slot), adapter.spec, self.base_model, ttl_seconds)
+        weights = self.pool.export(adapter.slot)
+        save_adapter(path, weights, adapter.spec, self.base_model, ttl_seconds)
+        cached = self._samplers.get(str(path))
+        if cached is not None:  # the name was saved before and is loaded: its samplers now see the new weights
+            self.pool.load(cached[0], weights)
         return types.SaveWeightsForSamplerResponse(path=str(path))
 
     # ---- training state (weights + optimizer) ----

@@ -20,7 +20,7 @@ import torch
 from mint.errors import BadRequestError, CheckpointCorruptedError, NotFoundError, PermissionDeniedError
 from mint.home import mint_home
 from mint.storage.db import CheckpointRow, RunRow, Store, current_user
-from mint.storage.files import read_safetensors, write_safetensors
+from mint.storage.files import read_safetensors, remove_stale_temporaries, write_safetensors
 
 KIND_TO_TYPE = {"weights": "training", "sampler_weights": "sampler"}
 
@@ -69,7 +69,18 @@ def save_checkpoint(
         raise
     if old is not None:
         (folder / old).unlink(missing_ok=True)
-    return st.get_checkpoint(addr.run_id, addr.kind, addr.name)
+    row = st.get_checkpoint(addr.run_id, addr.kind, addr.name)
+    _tidy(folder)
+    return row
+
+
+def _tidy(folder: Path) -> None:
+    """Best-effort housekeeping after a save: temporaries of long-dead writers, expired checkpoints."""
+    try:
+        remove_stale_temporaries(folder)
+        purge_expired()
+    except Exception:  # noqa: BLE001 - never fail a committed save over housekeeping
+        pass
 
 
 def _readable_row(st: Store, addr: Address) -> tuple[CheckpointRow, RunRow]:
