@@ -219,17 +219,24 @@ def test_async_twins(service, tiny_llama):
     release(a, b, c)
 
 
-def test_overwriting_a_loaded_sampler_checkpoint_updates_it(service, tiny_llama):
+def test_overwriting_a_loaded_sampler_checkpoint(service, tiny_llama):
+    """Old SamplingClients keep the weights they loaded; new ones get the new file; slots are freed."""
+    import gc
+
     a = service.create_lora_training_client(base_model=tiny_llama, rank=2, seed=7)
     train(a, 1, seed=800)
-    sampler = a.save_weights_and_get_sampling_client("live")
+    old_weights = engine_weights(a)
+    old = a.save_weights_and_get_sampling_client("live")
     train(a, 1, seed=801)
-    path = a.save_weights_for_sampler("live").result().path
+    new = a.save_weights_and_get_sampling_client("live")
     engine = a._engine
-    slot = engine._samplers[path][0]
-    loaded = engine.submit(engine.pool.export, slot).result()
-    assert all(torch.equal(loaded[n], w) for n, w in engine_weights(a).items())
-    stored = mint.storage.load_checkpoint(mint.engine.adapter_files.parse_path(path))[0]
-    assert all(torch.equal(stored[n], w) for n, w in engine_weights(a).items())
-    del sampler
+    assert old._slot != new._slot
+    for client, expected in ((old, old_weights), (new, engine_weights(a))):
+        got = engine.submit(engine.pool.export, client._slot).result()
+        assert all(torch.equal(got[n], w) for n, w in expected.items())
+    old_slot, new_slot = old._slot, new._slot
+    del old, new, client
+    gc.collect()
+    engine.submit(lambda: None).result()
+    assert old_slot not in engine.pool and new_slot not in engine.pool
     release(a)

@@ -19,7 +19,7 @@ class SamplingClient:
         self._engine = engine
         self.model_path = model_path
         self._slot = engine.submit(engine.acquire_sampler, model_path).result()
-        weakref.finalize(self, engine.submit, engine.release_sampler, model_path)
+        weakref.finalize(self, engine.submit, engine.release_sampler, model_path, self._slot)
 
     @property
     def base_model(self) -> str:

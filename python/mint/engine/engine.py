@@ -65,6 +65,7 @@ class Engine:
         self.max_context = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self._adapters: dict[str, TrainingAdapter] = {}
         self._samplers: dict[str, list[int]] = {}  # checkpoint path -> [slot, refcount]
+        self._stale_samplers: dict[int, list[int]] = {}  # slot -> [slot, refcount] of overwritten checkpoints
         self._jobs: collections.deque = collections.deque()
         self._jobs_cv = threading.Condition()
         self.max_sample_rows = 64
@@ -418,9 +419,11 @@ class Engine:
         path = CheckpointPath(run_id=run_id, kind="sampler_weights", name=check_name(name))
         weights = self.pool.export(adapter.slot)
         save_adapter(path, weights, adapter.spec, self.base_model, ttl_seconds)
-        cached = self._samplers.get(str(path))
-        if cached is not None:  # the name was saved before and is loaded: its samplers now see the new weights
-            self.pool.load(cached[0], weights)
+        stale = self._samplers.pop(str(path), None)
+        if stale is not None:
+            # The old weights stay loaded for the SamplingClients that use them (released by slot); new
+            # SamplingClients of this path load the new file.
+            self._stale_samplers[stale[0]] = stale
         return types.SaveWeightsForSamplerResponse(path=str(path))
 
     # ---- training state (weights + optimizer) ----
@@ -489,13 +492,25 @@ class Engine:
         entry[1] += 1
         return entry[0]
 
-    def release_sampler(self, model_path: str | None) -> None:
-        """Drop one reference to a sampler slot; the slot is freed when none remain."""
+    def release_sampler(self, model_path: str | None, slot: int | None = None) -> None:
+        """Drop one reference to a sampler slot (``slot``: the one acquire_sampler returned, which identifies
+        weights of a checkpoint overwritten since); the slot is freed when none remain."""
         if model_path is None:
             return
         path = str(parse_path(model_path))
+        if slot is not None and slot in self._stale_samplers:
+            entry = self._stale_samplers[slot]
+            entry[1] -= 1
+            if entry[1] > 0:
+                return
+            del self._stale_samplers[slot]
+            if slot in self._decode.slots_in_use():
+                self._deferred_free.add(slot)
+            else:
+                self.pool.free(slot)
+            return
         entry = self._samplers.get(path)
-        if entry is None:
+        if entry is None or (slot is not None and entry[0] != slot):
             return
         entry[1] -= 1
         if entry[1] <= 0:
