@@ -26,6 +26,8 @@
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
+#include "../common/adam_checks.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -271,33 +273,6 @@ void check_moment(const at::Tensor& s, const at::Tensor& p, const char* name, in
               "[", i, "] must be float32 or the dtype of params[", i, "] (", p.scalar_type(), "), got ",
               s.scalar_type());
   TORCH_CHECK(s.is_contiguous(), "mint.adamw_: ", name, "[", i, "] must be contiguous");
-}
-
-// The written tensors are updated in parallel: two of them sharing memory would race.
-void check_no_overlap(at::TensorList params, at::TensorList exp_avgs, at::TensorList exp_avg_sqs) {
-  struct Span {
-    uintptr_t begin, end;
-    const char* name;
-    int64_t index;
-  };
-  std::vector<Span> spans;
-  const std::pair<at::TensorList, const char*> lists[] = {
-      {params, "params"}, {exp_avgs, "exp_avgs"}, {exp_avg_sqs, "exp_avg_sqs"}};
-  for (const auto& [list, name] : lists) {
-    for (size_t i = 0; i < list.size(); ++i) {
-      const at::Tensor& t = list[i];
-      if (t.numel() == 0) continue;
-      const auto begin = reinterpret_cast<uintptr_t>(t.const_data_ptr());
-      spans.push_back({begin, begin + static_cast<uintptr_t>(t.nbytes()), name, static_cast<int64_t>(i)});
-    }
-  }
-  std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.begin < b.begin; });
-  for (size_t k = 1; k < spans.size(); ++k) {
-    const Span& a = spans[k - 1];
-    const Span& b = spans[k];
-    TORCH_CHECK(b.begin >= a.end, "mint.adamw_: ", a.name, "[", a.index, "] and ", b.name, "[", b.index,
-                "] share memory; every parameter and moment tensor must be distinct");
-  }
 }
 
 at::Tensor adamw_cpu(at::TensorList params, const c10::List<std::optional<at::Tensor>>& grads,
