@@ -4,7 +4,10 @@
 // fp32 GEMM (a view when they form one contiguous range, a gathered copy otherwise). Each slot's
 // weights are converted to fp32 once per call, only slots that occur are touched, and every
 // per-slot reduction (dA, dB) is a single GEMM over that slot's rows in segment order, so two
-// identical calls give identical bits.
+// identical calls give identical bits. fp32 GEMMs write straight into the output (a row range, a
+// column slice or a pool slot) with the scale as alpha; outputs the plan covers completely are not
+// zero-filled, and gradient pools are zeroed only in the (slot, row) gaps no segment writes.
+// Reduced-precision inputs go through fp32 copies, so products accumulate in fp32 and round once.
 #include <ATen/ATen.h>
 #include <ATen/MemoryOverlap.h>
 #include <ATen/core/LegacyTypeDispatch.h>
