@@ -4,7 +4,10 @@
 // fp32 GEMM (a view when they form one contiguous range, a gathered copy otherwise). Each slot's
 // weights are converted to fp32 once per call, only slots that occur are touched, and every
 // per-slot reduction (dA, dB) is a single GEMM over that slot's rows in segment order, so two
-// identical calls give identical bits.
+// identical calls give identical bits. fp32 GEMMs write straight into the output (a row range, a
+// column slice or a pool slot) with the scale as alpha; outputs the plan covers completely are not
+// zero-filled, and gradient pools are zeroed only in the (slot, row) gaps no segment writes.
+// Reduced-precision inputs go through fp32 copies, so products accumulate in fp32 and round once.
 #include <ATen/ATen.h>
 #include <ATen/MemoryOverlap.h>
 #include <ATen/core/LegacyTypeDispatch.h>
@@ -187,6 +190,76 @@ void check_shrink_args(const char* op, const Tensor& x, const Tensor& lora_a) {
               " (x.size(1)), got shape ", shape_str(lora_a));
 }
 
+// dst = alpha * m1 @ m2 (m1, m2 fp32; dst a view of an output of any dtype, any BLAS-able strides).
+// An fp32 dst is written by the GEMM itself (scale folded into alpha, no temporary, no extra pass);
+// other dtypes go through one fp32 temporary and are rounded once.
+void mm_store(const Tensor& dst, const Tensor& m1, const Tensor& m2, double alpha) {
+  Tensor target = dst.scalar_type() == at::kFloat ? dst : at::empty(dst.sizes(), m1.options());
+  if (alpha == 1.0) {
+    at::mm_out(target, m1, m2);
+  } else {
+    target.addmm_(m1, m2, /*beta=*/0.0, alpha);  // beta = 0: target's old contents are ignored
+  }
+  if (!target.is_same(dst)) dst.copy_(target);
+}
+
+// Writes alpha * m1 @ m2 (fp32) into the slot's rows of `dst` [T, k]: straight into a view when the
+// rows form one range, else through a gather-ordered temporary and index_copy_.
+void mm_store_rows(const Tensor& dst, const SlotRows& sr, const Tensor& m1, const Tensor& m2,
+                   double alpha) {
+  if (sr.ranges.size() == 1) {
+    mm_store(dst.narrow(0, sr.ranges[0].first, sr.count), m1, m2, alpha);
+    return;
+  }
+  Tensor tmp = at::empty({m1.size(0), m2.size(1)}, m1.options());
+  mm_store(tmp, m1, m2, alpha);
+  Tensor d = dst;
+  d.index_copy_(0, sr.index, tmp.to(dst.scalar_type()));
+}
+
+// True when the plan writes every row of a [T, ...] output (and, with full_rank, every column of a
+// [T, R] one), so that output needs no zero fill.
+bool covers_rows(const std::vector<SlotRows>& plan, int64_t T, int64_t R, bool full_rank) {
+  int64_t rows = 0;
+  for (const SlotRows& sr : plan) {
+    if (full_rank && sr.rank != R) return false;
+    rows += sr.count;
+  }
+  return rows == T;
+}
+
+// A [T, k] output: uninitialised when the plan writes all of it, else zero-filled (one memset).
+Tensor row_output(at::IntArrayRef sizes, const at::TensorOptions& options,
+                  const std::vector<SlotRows>& plan, int64_t R, bool full_rank) {
+  const bool full = covers_rows(plan, sizes[0], R, full_rank);
+  return full ? at::empty(sizes, options) : at::zeros(sizes, options);
+}
+
+// A contiguous [N, R, k] gradient pool whose (slot, row) pairs outside the plan's slots and ranks
+// are zero; the rest is left for the caller to write. Zeroes each maximal gap with one fill.
+Tensor grad_pool(const Tensor& like, const std::vector<SlotRows>& plan) {
+  const int64_t N = like.size(0), R = like.size(1);
+  Tensor g = at::empty(like.sizes(), like.options().memory_format(at::MemoryFormat::Contiguous));
+  if (g.numel() == 0) return g;
+  std::vector<int64_t> written(N, 0);
+  for (const SlotRows& sr : plan) written[sr.slot] = sr.rank;
+  Tensor flat = g.view({N * R, like.size(2)});
+  int64_t gap_begin = -1;
+  for (int64_t n = 0; n <= N; ++n) {
+    const int64_t row = n * R;
+    if (n < N && written[n] == 0) {  // the whole slot is a gap: extend or open one
+      if (gap_begin < 0) gap_begin = row;
+      continue;
+    }
+    if (gap_begin >= 0) {  // close the gap before slot n
+      flat.narrow(0, gap_begin, row - gap_begin).zero_();
+      gap_begin = -1;
+    }
+    if (n < N && written[n] < R) gap_begin = row + written[n];  // rows >= rank of a used slot
+  }
+  return g;
+}
+
 // dst[rows] = dst[rows] + scale[n] * h[rows, :r] @ B[n, :r] for every slot; other rows untouched.
 void expand_into(Tensor& dst, const Tensor& h, const Tensor& lora_b, const std::vector<SlotRows>& plan,
                  const std::vector<float>& scales) {
@@ -209,11 +282,10 @@ Tensor lora_shrink_cpu(const Tensor& x, const Tensor& lora_a, const Tensor& seg_
   const int64_t T = x.size(0), N = lora_a.size(0), R = lora_a.size(1);
   const auto plan = make_plan(op, T, N, R, seg_indptr, seg_adapter, lora_ranks, x);
 
-  Tensor h = at::zeros({T, R}, x.options());
+  Tensor h = row_output({T, R}, x.options(), plan, R, /*full_rank=*/true);
   for (const SlotRows& sr : plan) {
     const Tensor a = slot_weights(lora_a, sr);
-    Tensor hr_dst = h.narrow(1, 0, sr.rank);
-    store_rows(hr_dst, sr, at::mm(rows_f32(x, sr), a.t()));
+    mm_store_rows(h.narrow(1, 0, sr.rank), sr, rows_f32(x, sr), a.t(), 1.0);
   }
   return h;
 }
@@ -254,21 +326,19 @@ std::tuple<Tensor, Tensor> lora_expand_backward_cpu(const Tensor& grad_y, const 
   const char* op = "mint.lora_expand_backward";
   const at::AutoDispatchBelowADInplaceOrView below_autograd;  // internal ops stay off the tape
   check_expand_args(op, "grad_y", grad_y, h, lora_b);
-  const int64_t N = lora_b.size(0);
-  const auto plan =
-      make_plan(op, grad_y.size(0), N, lora_b.size(1), seg_indptr, seg_adapter, lora_ranks, grad_y);
+  const int64_t N = lora_b.size(0), R = lora_b.size(1);
+  const auto plan = make_plan(op, grad_y.size(0), N, R, seg_indptr, seg_adapter, lora_ranks, grad_y);
   const auto scales = read_scales(op, lora_scales, N, grad_y);
 
-  Tensor grad_h = at::zeros(h.sizes(), h.options());
-  Tensor grad_b = at::zeros(lora_b.sizes(), lora_b.options());
+  Tensor grad_h = row_output(h.sizes(), h.options(), plan, R, /*full_rank=*/true);
+  Tensor grad_b = grad_pool(lora_b, plan);
   for (const SlotRows& sr : plan) {
-    const float scale = scales[sr.slot];
+    const double scale = scales[sr.slot];
     const Tensor b = slot_weights(lora_b, sr);
     const Tensor gy = rows_f32(grad_y, sr);
     const Tensor hr = rows_f32(h.narrow(1, 0, sr.rank), sr);
-    Tensor gh_dst = grad_h.narrow(1, 0, sr.rank);
-    store_rows(gh_dst, sr, at::mm(gy, b.t()).mul_(scale));
-    grad_b.select(0, sr.slot).narrow(0, 0, sr.rank).copy_(at::mm(hr.t(), gy).mul_(scale));
+    mm_store_rows(grad_h.narrow(1, 0, sr.rank), sr, gy, b.t(), scale);
+    mm_store(grad_b.select(0, sr.slot).narrow(0, 0, sr.rank), hr.t(), gy, scale);
   }
   return {grad_h, grad_b};
 }
@@ -287,14 +357,14 @@ std::tuple<Tensor, Tensor> lora_shrink_backward_cpu(const Tensor& grad_h, const 
               R, "], got shape ", shape_str(grad_h));
   const auto plan = make_plan(op, T, N, R, seg_indptr, seg_adapter, lora_ranks, x);
 
-  Tensor grad_x = at::zeros(x.sizes(), x.options());
-  Tensor grad_a = at::zeros(lora_a.sizes(), lora_a.options());
+  Tensor grad_x = row_output(x.sizes(), x.options(), plan, R, /*full_rank=*/false);
+  Tensor grad_a = grad_pool(lora_a, plan);
   for (const SlotRows& sr : plan) {
     const Tensor a = slot_weights(lora_a, sr);
     const Tensor gh = rows_f32(grad_h.narrow(1, 0, sr.rank), sr);
     const Tensor xr = rows_f32(x, sr);
-    store_rows(grad_x, sr, at::mm(gh, a));
-    grad_a.select(0, sr.slot).narrow(0, 0, sr.rank).copy_(at::mm(gh.t(), xr));
+    mm_store_rows(grad_x, sr, gh, a, 1.0);
+    mm_store(grad_a.select(0, sr.slot).narrow(0, 0, sr.rank), gh.t(), xr, 1.0);
   }
   return {grad_x, grad_a};
 }
