@@ -1,0 +1,7 @@
+"""``python -m mint ...`` is the same as the ``mint`` command."""
+
+import sys
+
+from mint.cli import main
+
+sys.exit(main())
