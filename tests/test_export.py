@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 import mint
+from tests.adapter_access import randomise_adapter
 from mint import export
 from mint.cli import main as cli_main
 from mint.engine.lora_layers import LoraBatch
@@ -21,14 +22,7 @@ def checkpoint(tiny_llama):
     """A sampler checkpoint with non-trivial weights on every layer kind, and mint's logits for IDS."""
     trainer = mint.ServiceClient().create_lora_training_client(base_model=tiny_llama, rank=4, seed=0)
     engine = trainer._engine
-    slot = engine.adapter(trainer.model_id).slot
-
-    def randomise():
-        gen = torch.Generator().manual_seed(1)
-        for _, view in engine.pool.parameters(slot):
-            view.copy_(torch.randn(view.shape, generator=gen) * 0.05)
-
-    engine.submit(randomise).result()
+    randomise_adapter(trainer, seed=1)
     path = trainer.save_weights_for_sampler("export-me").result().path
     sampler_slot = engine.submit(engine.acquire_sampler, path).result()
 

@@ -14,7 +14,8 @@ import torch
 
 import mint
 from mint import types
-from tests.client.test_training import engine_weights, make_data
+from tests.adapter_access import engine_weights
+from tests.client.test_training import make_data
 
 ADAM = types.AdamParams(learning_rate=1e-2, weight_decay=0.01)
 

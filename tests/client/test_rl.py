@@ -11,6 +11,7 @@ import torch
 
 import mint
 from mint import types
+from tests.adapter_access import engine_grads, engine_weights, randomise_adapter
 from tests.reference_lora import ReferenceLora
 
 SCALE = 32.0 / 4  # the engine's LoRA scale (alpha 32) at rank 4
@@ -51,28 +52,9 @@ def reference_pg_loss(name: str, lp: torch.Tensor, slp: torch.Tensor, adv: torch
     raise AssertionError(name)
 
 
-def engine_weights(trainer) -> dict[str, torch.Tensor]:
-    engine = trainer._engine
-    slot = engine.adapter(trainer.model_id).slot
-    return engine.submit(engine.pool.export, slot).result()
-
-
-def engine_grads(trainer) -> dict[str, torch.Tensor]:
-    state = trainer._engine.adapter(trainer.model_id).optimizer
-    return {n: g.clone() for n, g in zip(state.names, state.grads)}
-
-
 def make_trainer(tiny_llama, seed: int = 3):
     client = mint.ServiceClient().create_lora_training_client(base_model=tiny_llama, rank=4, seed=seed)
-    engine = client._engine
-    slot = engine.adapter(client.model_id).slot
-
-    def randomise():
-        gen = torch.Generator().manual_seed(11)
-        for _, view in engine.pool.parameters(slot):
-            view.copy_(torch.randn(view.shape, generator=gen) * 0.05)
-
-    engine.submit(randomise).result()
+    randomise_adapter(client, seed=11)
     return client
 
 

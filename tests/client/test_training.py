@@ -10,6 +10,7 @@ import torch
 
 import mint
 from mint import types
+from tests.adapter_access import engine_grads, engine_weights, randomise_adapter
 from tests.reference_lora import ReferenceLora
 
 
@@ -28,31 +29,11 @@ def make_data(n: int, seed: int, vocab: int = 250, length: tuple[int, int] = (5,
     return data
 
 
-def engine_weights(trainer) -> dict[str, torch.Tensor]:
-    engine = trainer._engine
-    slot = engine.adapter(trainer.model_id).slot
-    return engine.submit(engine.pool.export, slot).result()
-
-
-def engine_grads(trainer) -> dict[str, torch.Tensor]:
-    engine = trainer._engine
-    state = engine.adapter(trainer.model_id).optimizer
-    return {n: g.clone() for n, g in zip(state.names, state.grads)}
-
-
 @pytest.fixture
 def trainer(tiny_llama):
     client = mint.ServiceClient().create_lora_training_client(base_model=tiny_llama, rank=4, seed=3)
-    # B starts at zero; give it values so gradients reach A and the adapter changes the output.
     engine = client._engine
-    slot = engine.adapter(client.model_id).slot
-
-    def randomise():
-        gen = torch.Generator().manual_seed(11)
-        for _, view in engine.pool.parameters(slot):
-            view.copy_(torch.randn(view.shape, generator=gen) * 0.05)
-
-    engine.submit(randomise).result()
+    randomise_adapter(client, seed=11)
     yield client
     engine.submit(engine.release_training_adapter, client.model_id).result()
 
