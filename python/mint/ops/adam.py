@@ -66,7 +66,10 @@ class FusedAdamW(torch.optim.Optimizer):
     (clip of that group's gradients by their global L2 norm; 0 disables it). State per parameter is
     torch's AdamW layout (``step`` float32 0-dim, ``exp_avg``, ``exp_avg_sq``), so state dicts move
     between this class and ``torch.optim.AdamW``. ``moment_dtype`` (e.g. torch.float32 for bf16
-    parameters) keeps the moments in that dtype instead of the parameter's.
+    parameters) keeps the moments in that dtype instead of the parameter's. ``master_weights=True`` keeps
+    an fp32 master copy (state ``master``) of every bf16 / fp16 parameter: the fused update runs on the
+    master with the gradient in fp32 and fp32 moments, and the parameter receives the rounded result, so
+    updates smaller than the parameter dtype's resolution are not lost.
 
     After each ``step()``, ``last_grad_norms`` holds float32 [num_groups]: each group's gradient norm
     before clipping.
@@ -82,6 +85,7 @@ class FusedAdamW(torch.optim.Optimizer):
         max_grad_norm: float = 0.0,
         *,
         moment_dtype: torch.dtype | None = None,
+        master_weights: bool = False,
     ):
         if not lr >= 0.0:
             raise ValueError(f"Invalid learning rate: {lr}")
@@ -100,6 +104,7 @@ class FusedAdamW(torch.optim.Optimizer):
             weight_decay=weight_decay,
             max_grad_norm=max_grad_norm,
             moment_dtype=moment_dtype,
+            master_weights=bool(master_weights),
         )
         super().__init__(params, defaults)
         self.last_grad_norms: torch.Tensor | None = None
@@ -110,6 +115,7 @@ class FusedAdamW(torch.optim.Optimizer):
         for group in self.param_groups:
             group.setdefault("max_grad_norm", 0.0)
             group.setdefault("moment_dtype", None)
+            group.setdefault("master_weights", False)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -119,6 +125,7 @@ class FusedAdamW(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         params, grads, exp_avgs, exp_avg_sqs, steps, group_ids, rows = [], [], [], [], [], [], []
+        masters: list[tuple[torch.Tensor, torch.Tensor]] = []
         for gi, group in enumerate(self.param_groups):
             beta1, beta2 = group["betas"]
             rows.append(
@@ -131,14 +138,22 @@ class FusedAdamW(torch.optim.Optimizer):
                 if p.grad.is_sparse:
                     raise RuntimeError("FusedAdamW does not support sparse gradients")
                 state = self.state[p]
+                use_master = group["master_weights"] and p.dtype != torch.float32
                 if not state:
-                    dtype = group["moment_dtype"] or p.dtype
+                    dtype = torch.float32 if use_master else (group["moment_dtype"] or p.dtype)
                     zeros = dict(dtype=dtype, memory_format=torch.contiguous_format)
                     state["step"] = torch.tensor(0.0, dtype=torch.float32)
                     state["exp_avg"] = torch.zeros_like(p, **zeros)
                     state["exp_avg_sq"] = torch.zeros_like(p, **zeros)
-                params.append(p)
-                grads.append(p.grad)
+                if use_master:
+                    if "master" not in state:
+                        state["master"] = p.detach().to(torch.float32, memory_format=torch.contiguous_format)
+                    masters.append((p, state["master"]))
+                    params.append(state["master"])
+                    grads.append(p.grad.to(torch.float32))
+                else:
+                    params.append(p)
+                    grads.append(p.grad)
                 exp_avgs.append(state["exp_avg"])
                 exp_avg_sqs.append(state["exp_avg_sq"])
                 steps.append(state["step"])
@@ -160,6 +175,8 @@ class FusedAdamW(torch.optim.Optimizer):
         )
         if steps:
             torch._foreach_copy_(steps, list(step_counts.to(steps[0]).unbind(0)))
+        for p, master in masters:
+            p.copy_(master)
         return loss
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -173,7 +190,7 @@ class FusedAdamW(torch.optim.Optimizer):
         super().load_state_dict(state_dict)
         params = [p for g in self.param_groups for p in g["params"]]
         for saved_id, p in zip(saved_ids, params):
-            for key in ("exp_avg", "exp_avg_sq"):
+            for key in ("exp_avg", "exp_avg_sq", "master"):
                 value = saved.get(saved_id, {}).get(key)
                 keep_f32 = isinstance(value, torch.Tensor) and value.dtype == torch.float32
                 if keep_f32 and p.dtype != torch.float32:
