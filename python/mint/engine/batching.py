@@ -37,6 +37,21 @@ def check_tokens(tokens: list[int], vocab_size: int, max_context: int, field: st
         raise BadRequestError(f"token id {bad} is outside the vocabulary [0, {vocab_size})", field=field)
 
 
+def as_datums(data: object) -> list[types.Datum]:
+    """``data`` as a non-empty list of Datum (dicts are validated); BadRequestError naming ``data[i]``."""
+    if not isinstance(data, (list, tuple)) or len(data) == 0:
+        raise BadRequestError("must be a non-empty list of Datum", field="data")
+    out = []
+    for i, datum in enumerate(data):
+        if not isinstance(datum, types.Datum):
+            try:
+                datum = types.Datum.model_validate(datum)
+            except Exception as exc:  # noqa: BLE001
+                raise BadRequestError(f"is not a valid Datum: {exc}", field=f"data[{i}]") from exc
+        out.append(datum)
+    return out
+
+
 def pack(
     data: list[types.Datum], spec: LossSpec, vocab_size: int, max_context: int, extra_keys: bool = False
 ) -> PackedBatch:
@@ -44,16 +59,9 @@ def pack(
 
     With ``extra_keys`` (custom losses), keys outside the spec are allowed and left out of the packed inputs.
     """
-    if not isinstance(data, (list, tuple)) or len(data) == 0:
-        raise BadRequestError("must be a non-empty list of Datum", field="data")
     rows: list[list[int]] = []
     row_inputs: list[dict[str, torch.Tensor]] = []
-    for i, datum in enumerate(data):
-        if not isinstance(datum, types.Datum):
-            try:
-                datum = types.Datum.model_validate(datum)
-            except Exception as exc:  # noqa: BLE001
-                raise BadRequestError(f"is not a valid Datum: {exc}", field=f"data[{i}]") from exc
+    for i, datum in enumerate(as_datums(data)):
         tokens = datum.model_input.to_ints()
         check_tokens(tokens, vocab_size, max_context, f"data[{i}].model_input")
         given = datum.loss_fn_inputs

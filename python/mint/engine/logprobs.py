@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from mint import types
-from mint.engine.batching import check_tokens, pack
+from mint.engine.batching import as_datums, check_tokens, pack
 from mint.engine.lora_layers import LoraBatch
 from mint.engine.losses import LossSpec
 from mint.errors import BadRequestError
@@ -35,20 +35,6 @@ def target_logprobs(
     logits = out.logits.float()
     picked = logits.gather(-1, targets.to(device).unsqueeze(-1)).squeeze(-1)
     return picked - torch.logsumexp(logits, dim=-1)
-
-
-def _as_datums(data: object) -> list[types.Datum]:
-    if not isinstance(data, (list, tuple)) or len(data) == 0:
-        raise BadRequestError("must be a non-empty list of Datum", field="data")
-    out = []
-    for i, datum in enumerate(data):
-        if not isinstance(datum, types.Datum):
-            try:
-                datum = types.Datum.model_validate(datum)
-            except Exception as exc:  # noqa: BLE001
-                raise BadRequestError(f"is not a valid Datum: {exc}", field=f"data[{i}]") from exc
-        out.append(datum)
-    return out
 
 
 def _check_result(result: object) -> tuple[torch.Tensor, dict[str, float]]:
@@ -84,7 +70,7 @@ def forward_backward_custom(engine: "Engine", run_id: str, data: object, loss_fn
     adapter = engine.adapter(run_id)
     if not callable(loss_fn):
         raise BadRequestError("must be a callable (data, logprobs) -> (loss, metrics)", field="loss_fn")
-    datums = _as_datums(data)
+    datums = as_datums(data)
     batch = pack(datums, CUSTOM_SPEC, engine.vocab_size, engine.max_context, extra_keys=True)
     tensors = [t for layer in engine.layers.values() if layer.kind in adapter.spec.kinds for t in (layer.lora_a, layer.lora_b)]
     for t in tensors:
