@@ -21,17 +21,19 @@ if TYPE_CHECKING:
 class ServiceClient:
     """Creates training and sampling clients.
 
-    ``base_url`` (or ``MINT_BASE_URL``) would point at a remote ``mint serve``; without it everything runs
-    in this process.
+    With ``base_url`` (or ``MINT_BASE_URL``) it talks to a remote ``mint serve`` with ``api_key`` (or
+    ``MINT_API_KEY``) and returns a :class:`mint.client.remote.RemoteServiceClient`, which has this same
+    API; without it everything runs in this process.
     """
 
+    def __new__(cls, base_url: str | None = None, api_key: str | None = None, **kwargs: Any):
+        if cls is ServiceClient and (base_url or os.environ.get("MINT_BASE_URL")):
+            from mint.client.remote.service import RemoteServiceClient
+
+            return super().__new__(RemoteServiceClient)  # Python then runs RemoteServiceClient.__init__
+        return super().__new__(cls)
+
     def __init__(self, base_url: str | None = None, api_key: str | None = None, **kwargs: Any):
-        base_url = base_url or os.environ.get("MINT_BASE_URL")
-        if base_url:
-            raise BadRequestError(
-                "remote mint servers are not available in this version; omit base_url to run in-process",
-                field="base_url",
-            )
         self.api_key = api_key
 
     def get_server_capabilities(self) -> types.GetServerCapabilitiesResponse:

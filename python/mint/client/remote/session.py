@@ -1,0 +1,72 @@
+"""A client session on the server: created once per ServiceClient, kept alive by a heartbeat thread.
+
+Training and sampling clients hold the session, so it lives as long as any client made from it; when
+the last one is garbage collected the heartbeat stops and the server may end the session.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import weakref
+from typing import Any, Callable, TypeVar
+
+from mint.client.remote.futures import RemoteFuture
+from mint.client.remote.transport import Transport
+from mint.errors import APIStatusError, MintError
+
+T = TypeVar("T")
+
+HEARTBEAT_SECONDS = 10.0  # the Tinker SDK's period
+
+
+def _heartbeat(transport: Transport, session_id: str, stop: threading.Event, period: float) -> None:
+    while not stop.wait(period):
+        try:
+            transport.request("POST", "/session_heartbeat", json_body={"session_id": session_id}, timeout=10)
+        except MintError:  # a missed beat is not fatal; the next one may get through
+            continue
+
+
+def _sdk_version() -> str:
+    import mint
+
+    return f"mint-{mint.__version__}"
+
+
+class Session:
+    """One ``create_session`` on the server with its transport, heartbeat and per-session counters."""
+
+    def __init__(self, transport: Transport, user_metadata: dict[str, Any] | None = None,
+                 heartbeat_seconds: float = HEARTBEAT_SECONDS):
+        self.transport = transport
+        body = {"tags": [], "user_metadata": user_metadata, "sdk_version": _sdk_version(), "type": "create_session"}
+        reply = transport.request("POST", "/create_session", json_body=body)
+        if not isinstance(reply, dict) or not isinstance(reply.get("session_id"), str):
+            raise APIStatusError(f"create_session: unexpected reply {reply!r}", status_code=200)
+        self.session_id: str = reply["session_id"]
+        self._model_seq = itertools.count()
+        self._sampling_seq = itertools.count()
+        self._stop = threading.Event()
+        thread = threading.Thread(
+            target=_heartbeat, args=(transport, self.session_id, self._stop, heartbeat_seconds),
+            name=f"mint-heartbeat-{self.session_id[:8]}", daemon=True,
+        )
+        thread.start()
+        weakref.finalize(self, self._stop.set)
+
+    def next_model_seq_id(self) -> int:
+        return next(self._model_seq)
+
+    def next_sampling_seq_id(self) -> int:
+        return next(self._sampling_seq)
+
+    def submit(self, path: str, body: Any, parse: Callable[[Any], T]) -> RemoteFuture[T]:
+        """POST a request that the server answers with a future (``{"request_id": ...}``)."""
+        reply = self.transport.request("POST", path, json_body=body)
+        return self.future_of(reply, parse)
+
+    def future_of(self, reply: Any, parse: Callable[[Any], T]) -> RemoteFuture[T]:
+        if not isinstance(reply, dict) or not isinstance(reply.get("request_id"), str):
+            raise APIStatusError(f"expected a request id, got {reply!r}", status_code=200)
+        return RemoteFuture(self.transport, reply["request_id"], parse)
