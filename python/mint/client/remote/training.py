@@ -1,5 +1,6 @@
 """RemoteTrainingClient: the TrainingClient API over HTTP (Tinker protocol: forward, forward_backward,
-optim_step, save_weights, load_weights, save_weights_for_sampler, get_info).
+optim_step, save_weights, load_weights, save_weights_for_sampler, get_info); ``forward`` is a
+forward_backward request with ``forward_only``, as the Tinker SDK sends it.
 
 Every call POSTs its request before returning, under this client's lock and with the next ``seq_id``,
 so the server receives one adapter's requests in call order, as the in-process engine queues them.
@@ -68,9 +69,8 @@ class RemoteTrainingClient(TrainingClient):
         except MintError as exc:
             return failed(exc)
         payload = {"data": datums, "loss_fn": loss_fn, "loss_fn_config": loss_fn_config}
-        if backward:
-            return self._submit("/forward_backward", {"forward_backward_input": payload}, _forward_output)
-        return self._submit("/forward", {"forward_input": payload}, _forward_output)
+        return self._submit("/forward_backward", {"forward_backward_input": payload, "forward_only": not backward},
+                            _forward_output)
 
     def forward(self, data, loss_fn: str = "cross_entropy", loss_fn_config: dict[str, float] | None = None):
         """Loss and per-token target logprobs of ``data`` without gradients (see TrainingClient.forward)."""
@@ -108,8 +108,10 @@ class RemoteTrainingClient(TrainingClient):
             with self._lock:  # nothing of this client may be sent between the forward and the backward
                 self._seq += 1
                 fwd = self._session.submit(
-                    "/forward", {"forward_input": {"data": probe, "loss_fn": "cross_entropy"},
-                                 "model_id": self.model_id, "seq_id": self._seq}, _forward_output,
+                    "/forward_backward",
+                    {"forward_backward_input": {"data": probe, "loss_fn": "cross_entropy"}, "forward_only": True,
+                     "model_id": self.model_id, "seq_id": self._seq},
+                    _forward_output,
                 ).result()
                 logprobs = [out["logprobs"].to_torch().float().clone().requires_grad_(True) for out in fwd.loss_fn_outputs]
                 with torch.enable_grad():

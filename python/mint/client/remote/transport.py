@@ -118,6 +118,18 @@ def _body_of(response: httpx.Response) -> Any:
         return response.text or response.reason_phrase
 
 
+def mint_paths(value: Any) -> Any:
+    """``value`` with every ``tinker://`` checkpoint path written ``mint://`` (what the in-process clients
+    return; both spellings are accepted as input). Lists of numbers are skipped without a walk."""
+    if isinstance(value, str):
+        return "mint://" + value[len("tinker://"):] if value.startswith("tinker://") else value
+    if isinstance(value, dict):
+        return {k: mint_paths(v) for k, v in value.items()}
+    if isinstance(value, list) and value and not isinstance(value[0], (int, float)):
+        return [mint_paths(v) for v in value]
+    return value
+
+
 def check_response(response: httpx.Response) -> Any:
     """The JSON body of a successful response; a typed mint error for a 4xx / 5xx one."""
     if response.status_code >= 400:
@@ -125,7 +137,7 @@ def check_response(response: httpx.Response) -> Any:
     if not response.content:
         return None
     try:
-        return response.json()
+        return mint_paths(response.json())
     except ValueError as exc:
         raise APIStatusError(f"server sent a non-JSON reply: {response.text[:200]!r}",
                              status_code=response.status_code) from exc
