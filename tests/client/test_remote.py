@@ -59,7 +59,7 @@ def test_training_and_sampling_equal_in_process(remote, tiny_llama):
     far = remote.create_lora_training_client(base_model=tiny_llama, rank=4, seed=7)
     assert isinstance(far, RemoteTrainingClient) and isinstance(far, mint.TrainingClient)
     assert far.model_id != local.model_id
-    for i in range(3):
+    for i in range(2):
         data = make_data(3, seed=40 + i)
         a, b = local.forward_backward(data), far.forward_backward(data)
         assert isinstance(b, RemoteFuture)
@@ -261,7 +261,7 @@ def test_async_twins_and_future_semantics(remote, tiny_llama):
     assert len(sampled.sequences) == 2 and len(lps) == len(PROMPT) and run.id == trainer.model_id
     # done() does not block on an unfinished request; result(timeout) raises TimeoutError.
     sampler = remote.create_sampling_client(base_model=tiny_llama)
-    long = sampler.sample(PROMPT, 4, types.SamplingParams(max_tokens=400, temperature=1.0, seed=1))
+    long = sampler.sample(PROMPT, 1, types.SamplingParams(max_tokens=40, temperature=1.0, seed=1))
     with pytest.raises(TimeoutError):
         long.result(timeout=0.01)
-    assert long.result(timeout=120).sequences[0].tokens and long.done()
+    assert len(long.result(timeout=120).sequences[0].tokens) == 40 and long.done()
