@@ -1,52 +1,11 @@
-"""A real uvicorn server on a free loopback port, in a background thread, hosting a tiny model."""
+"""Fixtures of the server tests: a module-scoped server with two users hosting the tiny Llama."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-
 import pytest
 
-uvicorn = pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RunningServer:
-    """``with RunningServer(config) as srv: srv.url``: uvicorn serving ``create_app(config)``."""
-
-    def __init__(self, config):
-        from mint.server import create_app
-
-        self.app = create_app(config)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> "RunningServer":
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("server did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-        self.app.state.mint.close()
-
-
-KEYS = "alice:tml-alice-key-0001,bob:tml-bob-key-00002"
-ALICE, BOB = "tml-alice-key-0001", "tml-bob-key-00002"
+pytest.importorskip("uvicorn")
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +13,7 @@ def server(tiny_llama):
     """A server with two users (alice, bob) hosting the tiny Llama."""
     from mint.server import ServerConfig
     from mint.server.auth import load_keys
+    from tests.server.running import KEYS, RunningServer
 
     config = ServerConfig(base_models=[tiny_llama], keys=load_keys(KEYS, None), poll_wait_s=2.0)
     with RunningServer(config) as srv:
