@@ -8,7 +8,7 @@ from typing import Any, Callable, Literal, Optional
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 
-from mint import storage
+from mint import storage, types
 from mint.client.rest import RestClient, _address
 from mint.errors import PermissionDeniedError
 from mint.server import deps
@@ -28,6 +28,44 @@ def _tinker_paths(value: Any) -> Any:
     return value
 
 
+def checkpoint_wire(c: types.Checkpoint) -> dict:
+    """A checkpoint in the Tinker wire shape (``checkpoint_id``, ``checkpoint_type``, ``time``, ``tinker_path``)."""
+    d = c.model_dump(mode="json")
+    return {
+        "checkpoint_id": d["id"], "checkpoint_type": d["type"], "time": d["timestamp"],
+        "tinker_path": tinker_path(d["path"] or ""), "size_bytes": d["size"], "public": d["public"],
+        "expires_at": d["expires_at"], "training_run_id": d["training_run_id"],
+    }
+
+
+def run_wire(r: types.TrainingRun) -> dict:
+    """A training run in the Tinker wire shape (``training_run_id``, ``model_owner``, ...; mint's
+    ``checkpoints`` list is kept as an extra field)."""
+    d = r.model_dump(mode="json")
+    return {
+        "training_run_id": d["id"], "base_model": d["base_model"], "model_owner": d["owner"], "is_lora": d["is_lora"],
+        "corrupted": d["corrupted"], "lora_rank": d["lora_rank"],
+        "last_request_time": d["last_request_time"] or d["created_at"], "created_at": d["created_at"],
+        "last_checkpoint": checkpoint_wire(r.last_checkpoint) if r.last_checkpoint else None,
+        "last_sampler_checkpoint": checkpoint_wire(r.last_sampler_checkpoint) if r.last_sampler_checkpoint else None,
+        "user_metadata": d["user_metadata"], "checkpoints": [checkpoint_wire(c) for c in r.checkpoints],
+    }
+
+
+def wire(value: Any) -> Any:
+    """mint's response types as the Tinker SDK reads them."""
+    if isinstance(value, types.TrainingRun):
+        return run_wire(value)
+    if isinstance(value, types.Checkpoint):
+        return checkpoint_wire(value)
+    if isinstance(value, types.TrainingRunsResponse):
+        return {"training_runs": [run_wire(r) for r in value.training_runs], "cursor": value.cursor.model_dump()}
+    if isinstance(value, types.CheckpointsListResponse):
+        return {"checkpoints": [checkpoint_wire(c) for c in value.checkpoints],
+                "cursor": value.cursor.model_dump() if value.cursor else None}
+    return _tinker_paths(value.model_dump(mode="json"))
+
+
 def _as(user: str, fn: Callable[..., Any], *args) -> Any:
     with storage.acting_user(user):
         try:
@@ -36,7 +74,7 @@ def _as(user: str, fn: Callable[..., Any], *args) -> Any:
             raise PermissionDeniedError("not found") from None
     if out is None:
         return JSONResponse(None)
-    return _tinker_paths(out.model_dump(mode="json"))
+    return wire(out)
 
 
 class WeightsInfo(Body):
@@ -69,11 +107,6 @@ def list_user_checkpoints(limit: int = Query(100, ge=1, le=1000), offset: int = 
     return _as(user, RestClient()._list_user_checkpoints, limit, offset)
 
 
-@router.delete("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}")
-def delete_checkpoint(run_id: str, checkpoint_id: str, user: str = Depends(deps.user)):
-    return _as(user, lambda: storage.delete_checkpoint(_address(run_id, checkpoint_id)))
-
-
 @router.post("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/publish")
 def publish(run_id: str, checkpoint_id: str, user: str = Depends(deps.user)):
     return _as(user, RestClient()._set_public, _address(run_id, checkpoint_id), True)
@@ -82,6 +115,12 @@ def publish(run_id: str, checkpoint_id: str, user: str = Depends(deps.user)):
 @router.delete("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/publish")
 def unpublish(run_id: str, checkpoint_id: str, user: str = Depends(deps.user)):
     return _as(user, RestClient()._set_public, _address(run_id, checkpoint_id), False)
+
+
+# Declared after the routes with a suffix: a {checkpoint_id:path} would also match ".../publish".
+@router.delete("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}")
+def delete_checkpoint(run_id: str, checkpoint_id: str, user: str = Depends(deps.user)):
+    return _as(user, lambda: storage.delete_checkpoint(_address(run_id, checkpoint_id)))
 
 
 @router.put("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/ttl")
