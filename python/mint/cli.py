@@ -1,4 +1,4 @@
-"""The ``mint`` command: ``mint info``, ``mint prepare [BASE_MODEL]`` and ``mint export PATH OUT_DIR``."""
+"""The ``mint`` command: ``mint info``, ``mint prepare [BASE_MODEL]``, ``mint export PATH OUT_DIR`` and ``mint serve``."""
 
 from __future__ import annotations
 
@@ -18,10 +18,19 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("out_dir", help="output folder (created; existing files of the same names are replaced)")
     export.add_argument("--merged", action="store_true", help="write a full model with the adapter merged in")
     export.add_argument("--base-model", default=None, help="base model to merge into (default: the checkpoint's)")
+    serve = sub.add_parser("serve", help="serve the Tinker REST protocol over HTTP (see README: Server)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--keys-file", default=None, help="API keys, one 'KEY' or 'NAME:KEY' per line")
+    serve.add_argument("--base-model", action="append", default=None,
+                       help="a base model (name or local folder) clients may use; repeatable; default: the embedded one")
+    serve.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body accepted (MiB)")
     args = parser.parse_args(argv)
 
     if args.command == "export":
         return _export(args)
+    if args.command == "serve":
+        return _serve(args)
 
     import torch
 
@@ -40,6 +49,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ops: {', '.join(ops)}")
     elif args.command == "prepare":
         print(resolve_model_source(args.base_model or DEFAULT_BASE_MODEL))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from mint.server import ServerConfig, serve
+
+    config = ServerConfig.from_env(
+        base_models=args.base_model, keys_file=args.keys_file, max_body_bytes=int(args.max_body_mb * 1024 * 1024)
+    )
+    serve(args.host, args.port, config)
     return 0
 
 

@@ -10,12 +10,13 @@ from mint.storage.checkpoints import (
     to_checkpoint,
     to_training_run,
 )
-from mint.storage.db import CheckpointRow, RunRow, Store, current_user
+from mint.storage.db import CheckpointRow, RunRow, Store, acting_user, current_user
 
 __all__ = [
     "CheckpointRow",
     "RunRow",
     "Store",
+    "acting_user",
     "checkpoint_metadata",
     "current_user",
     "delete_checkpoint",

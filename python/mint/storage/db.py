@@ -9,6 +9,7 @@ a row always names a complete file; the row is the commit point of a save.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import getpass
 import json
 import os
@@ -51,8 +52,26 @@ CREATE INDEX IF NOT EXISTS runs_by_owner ON runs(owner, created_at);
 """
 
 
+_acting_user: contextvars.ContextVar[str | None] = contextvars.ContextVar("mint_acting_user", default=None)
+
+
+@contextlib.contextmanager
+def acting_user(user: str) -> Iterator[None]:
+    """Within this block (this thread / task only), :func:`current_user` is ``user``. The server uses it
+    to run storage and engine calls on behalf of the API key's owner."""
+    token = _acting_user.set(user)
+    try:
+        yield
+    finally:
+        _acting_user.reset(token)
+
+
 def current_user() -> str:
-    """The owner recorded for new runs: ``$MINT_USER``, else the OS user name."""
+    """The owner recorded for new runs: the user of an enclosing :func:`acting_user` block, else
+    ``$MINT_USER``, else the OS user name."""
+    acting = _acting_user.get()
+    if acting is not None:
+        return acting
     user = os.environ.get("MINT_USER")
     if user:
         return user

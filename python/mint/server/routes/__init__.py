@@ -1,0 +1,1 @@
+"""HTTP routes of the Tinker REST protocol, one module per area."""
