@@ -12,7 +12,7 @@ import mint
 from mint import types
 from mint.client.remote import RemoteFuture, RemoteSamplingClient, RemoteServiceClient, RemoteTrainingClient
 from tests.client.test_training import make_data
-from tests.remote_server import ALICE, BOB, serve_in_thread
+from tests.server.running import ALICE, BOB, KEYS, RunningServer
 
 ADAM = types.AdamParams(learning_rate=1e-2, weight_decay=0.01)
 PROMPT = [1, 40, 41, 42, 43, 44]
@@ -20,8 +20,11 @@ PROMPT = [1, 40, 41, 42, 43, 44]
 
 @pytest.fixture(scope="module")
 def base_url(tiny_llama):
-    with serve_in_thread([tiny_llama]) as url:
-        yield url
+    from mint.server.auth import load_keys
+    from mint.server.config import ServerConfig
+
+    with RunningServer(ServerConfig(base_models=[tiny_llama], keys=load_keys(KEYS, None))) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +141,7 @@ def test_errors_are_the_in_process_types(remote, tiny_llama):
     with pytest.raises(mint.BadRequestError) as err:
         trainer.forward_backward(bad).result()
     assert "data[1]" in str(err.value) and "target_tokens" in str(err.value)
+    assert err.value.field == "data[1].loss_fn_inputs.target_tokens" and str(err.value).count("data[1]") == 1
     tokens = types.Datum(model_input=types.ModelInput.from_ints([5, 6, 10_000]),
                          loss_fn_inputs={"target_tokens": [6, 7, 8]})
     with pytest.raises(mint.BadRequestError, match=r"data\[0\]\.model_input"):

@@ -78,10 +78,11 @@ def error_response(exc: BaseException) -> JSONResponse:
 
 def failed_result(exc: BaseException) -> dict:
     """A failed request as the body of ``retrieve_future`` (``RequestFailedResponse``)."""
-    status, message, _ = describe(exc)
+    status, message, field = describe(exc)
     if status >= 500:
         log.error("request failed: %s", exc, exc_info=exc)
-    return {"error": message, "category": "server" if status >= 500 else "user"}
+    # field / status_code (ignored by the Tinker SDK) let mint's remote client raise the in-process error type.
+    return {"error": message, "category": "server" if status >= 500 else "user", "field": field, "status_code": status}
 
 
 def install(app) -> None:

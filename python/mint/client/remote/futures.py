@@ -50,7 +50,8 @@ class RemoteFuture(APIFuture[T], Generic[T]):
         if isinstance(body, dict) and body.get("type") == "try_again":
             return False
         if isinstance(body, dict) and isinstance(body.get("error"), str):  # RequestFailedResponse
-            self._error = error_from_body(None, body)
+            status = body.get("status_code")
+            self._error = error_from_body(status if isinstance(status, int) else None, body)
             return True
         try:
             self._value = self._parse(body)
