@@ -88,11 +88,11 @@ _DOOMED = textwrap.dedent("""
     from mint import types
     service = mint.ServiceClient(base_url=sys.argv[1], api_key=sys.argv[2])
     trainer = service.create_lora_training_client(base_model=sys.argv[3], rank=4, seed=0)
-    data = [types.Datum(model_input=types.ModelInput.from_ints(list(range(3, 200))),
-                        loss_fn_inputs={"target_tokens": list(range(4, 201))})] * 8
+    data = [types.Datum(model_input=types.ModelInput.from_ints(list(range(3, 100))),
+                        loss_fn_inputs={"target_tokens": list(range(4, 101))})] * 4
     sampler = service.create_sampling_client(base_model=sys.argv[3])
-    futures = [trainer.forward_backward(data) for _ in range(3)]
-    futures.append(sampler.sample([1, 2, 3], 4, types.SamplingParams(max_tokens=200, temperature=1.0)))
+    futures = [trainer.forward_backward(data) for _ in range(2)]
+    futures.append(sampler.sample([1, 2, 3], 2, types.SamplingParams(max_tokens=100, temperature=1.0)))
     print("submitted", flush=True)
     futures[-1].result()  # killed while polling
 """)
@@ -213,10 +213,15 @@ def test_sixteen_clients_for_minutes(server, tiny_llama):
     firsts = [expected[p][0] for p in expected]
     assert len({round(x, 4) for x in firsts}) == len(firsts)  # the pairs' data really differ
 
-    # Memory: after warm-up the RSS plateaus (the last third is not above the middle third's peak + 10 %).
+    # Memory: after warm-up the RSS plateaus. Peaks move with whatever batch is in flight, so the test
+    # compares levels: the last third's median is not above the middle third's median + 10 % (+20 MB),
+    # and the final RSS is not above the middle third's peak + 10 % (+20 MB).
     values = [v for _, v in rss]
     third = len(values) // 3
-    middle, last = max(values[third : 2 * third]), max(values[2 * third :])
-    print(f"server RSS MB: start {values[0]:.0f}, middle-third peak {middle:.0f}, last-third peak {last:.0f}, "
-          f"final {values[-1]:.0f}")
-    assert last <= middle * 1.10 + 20, (middle, last)
+    mid, end = sorted(values[third : 2 * third]), sorted(values[2 * third :])
+    mid_median, end_median = mid[len(mid) // 2], end[len(end) // 2]
+    print(f"server RSS MB: start {values[0]:.0f}, middle third median {mid_median:.0f} / peak {mid[-1]:.0f}, "
+          f"last third median {end_median:.0f} / peak {end[-1]:.0f}, final {values[-1]:.0f}; "
+          f"series {[round(v) for v in values[:: max(1, len(values) // 12)]]}")
+    assert end_median <= mid_median * 1.10 + 20, (mid_median, end_median)
+    assert values[-1] <= mid[-1] * 1.10 + 20, (mid[-1], values[-1])

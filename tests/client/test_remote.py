@@ -269,3 +269,17 @@ def test_async_twins_and_future_semantics(remote, tiny_llama):
     with pytest.raises(TimeoutError):
         long.result(timeout=0.01)
     assert len(long.result(timeout=120).sequences[0].tokens) == 40 and long.done()
+
+
+def test_close_ends_the_session_and_frees_its_adapters(base_url, tiny_llama):
+    with mint.ServiceClient(base_url=base_url, api_key=ALICE) as service:
+        trainer = service.create_lora_training_client(base_model=tiny_llama, rank=1, seed=0)
+        sampler = trainer.save_weights_and_get_sampling_client("closing")
+        trainer.forward(make_data(1, seed=0)).result()
+    with pytest.raises(mint.NotFoundError):
+        trainer.forward(make_data(1, seed=0)).result()
+    with pytest.raises(mint.NotFoundError):
+        sampler.sample(PROMPT, 1, types.SamplingParams(max_tokens=1)).result()
+    # The checkpoint stays: a new session can sample from it.
+    again = mint.ServiceClient(base_url=base_url, api_key=ALICE).create_sampling_client(model_path=sampler.model_path)
+    assert len(again.sample(PROMPT, 1, types.SamplingParams(max_tokens=2)).result().sequences[0].tokens) == 2

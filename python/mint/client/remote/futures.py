@@ -36,8 +36,9 @@ class RemoteFuture(APIFuture[T], Generic[T]):
     typed error (BadRequestError naming the field, NotFoundError, ...) as the in-process client.
     """
 
-    def __init__(self, transport: Transport, request_id: str, parse: Callable[[Any], T]):
+    def __init__(self, transport: Transport, request_id: str, parse: Callable[[Any], T], keepalive: Any = None):
         self._transport = transport
+        self._keepalive = keepalive  # the session, so that it outlives a pending request
         self.request_id = request_id
         self._parse = parse
         self._value: Any = _PENDING

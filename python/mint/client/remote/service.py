@@ -38,6 +38,18 @@ class RemoteServiceClient(ServiceClient):
     def session_id(self) -> str:
         return self._session.session_id
 
+    def close(self) -> None:
+        """End this client's session on the server now: the training and sampling clients made from it
+        stop working and their adapters and sampler slots are freed (checkpoints stay). Without a call,
+        this happens when the last of those clients is garbage collected."""
+        self._session.close()
+
+    def __enter__(self) -> "RemoteServiceClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def get_server_capabilities(self) -> types.GetServerCapabilitiesResponse:
         """The base models the server offers."""
         body = self._transport.request("GET", "/get_server_capabilities")

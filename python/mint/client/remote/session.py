@@ -1,7 +1,8 @@
 """A client session on the server: created once per ServiceClient, kept alive by a heartbeat thread.
 
-Training and sampling clients hold the session, so it lives as long as any client made from it; when
-the last one is garbage collected the heartbeat stops and the server may end the session.
+Training and sampling clients (and their pending futures) hold the session, so it lives as long as any
+of them; when the last one is garbage collected the heartbeat stops and the session is finished on the
+server, which releases its adapters and sampler slots (checkpoints stay).
 """
 
 from __future__ import annotations
@@ -26,6 +27,16 @@ def _heartbeat(transport: Transport, session_id: str, stop: threading.Event, per
             transport.request("POST", "/session_heartbeat", json_body={"session_id": session_id}, timeout=10)
         except MintError:  # a missed beat is not fatal; the next one may get through
             continue
+
+
+def _finish(transport: Transport, session_id: str, stop: threading.Event) -> None:
+    """Stop the heartbeat and tell the server the session is over, so it frees the session's adapters and
+    sampler slots now rather than when the session times out. One quick attempt; errors are ignored."""
+    stop.set()
+    try:
+        transport._client.post(transport.url(f"/sessions/{session_id}/finish"), timeout=2.0)
+    except Exception:  # noqa: BLE001 - best effort: the server also ends sessions that stop beating
+        pass
 
 
 def _sdk_version() -> str:
@@ -53,7 +64,13 @@ class Session:
             name=f"mint-heartbeat-{self.session_id[:8]}", daemon=True,
         )
         thread.start()
-        weakref.finalize(self, self._stop.set)
+        # When the last client of this session is gone, end it (not at interpreter exit: the server may be gone).
+        self._finalizer = weakref.finalize(self, _finish, transport, self.session_id, self._stop)
+        self._finalizer.atexit = False
+
+    def close(self) -> None:
+        """End the session now: its training adapters and samplers are released on the server."""
+        self._finalizer()
 
     def next_model_seq_id(self) -> int:
         return next(self._model_seq)
@@ -69,4 +86,4 @@ class Session:
     def future_of(self, reply: Any, parse: Callable[[Any], T]) -> RemoteFuture[T]:
         if not isinstance(reply, dict) or not isinstance(reply.get("request_id"), str):
             raise APIStatusError(f"expected a request id, got {reply!r}", status_code=200)
-        return RemoteFuture(self.transport, reply["request_id"], parse)
+        return RemoteFuture(self.transport, reply["request_id"], parse, keepalive=self)
