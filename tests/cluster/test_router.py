@@ -1,6 +1,8 @@
 """Two mint serve workers behind the adapter-affinity router: sessions spread over the workers, each
 adapter's requests stay on its worker, checkpoints cross workers through the shared store, and results
-equal the in-process ones. The stock Tinker SDK works through the router too."""
+equal the in-process ones. The stock Tinker SDK works through the router too.
+
+Marked slow: the two worker processes take ~15 s to start on a 2-core machine."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from mint import types
 from mint.cluster import Cluster, create_router_app
 from tests.client.test_training import make_data
 from tests.server.running import ALICE, KEYS, free_port
+
+pytestmark = pytest.mark.slow
 
 ADAM = types.AdamParams(learning_rate=1e-2)
 PROMPT = [1, 40, 41, 42, 43]
@@ -86,7 +90,7 @@ def test_tinker_sdk_through_the_router(cluster, tiny_llama):
         trainer.optim_step(tinker.types.AdamParams(learning_rate=5e-2)).result()
         losses.append(fb.result().metrics["loss:sum"])
     assert losses[-1] < losses[0]
-    sampler = trainer.save_weights_and_get_sampling_client("sdk").result()
+    sampler = trainer.save_weights_and_get_sampling_client().result()
     out = sampler.sample(tinker.types.ModelInput.from_ints(PROMPT), 1, tinker.types.SamplingParams(max_tokens=3)).result()
     assert len(out.sequences[0].tokens) == 3
     service.close("success").result()
