@@ -55,7 +55,7 @@ def test_other_users_see_nothing_private(server, tiny_llama):
 
     # Published: everyone may sample it and see it; only Alice may unpublish or delete it.
     assert alice.post(f"/training_runs/{run}/checkpoints/sampler_weights/private/publish").status_code == 200
-    assert alice.post(f"/training_runs/{run}/checkpoints/sampler_weights/private/publish").status_code == 409
+    assert alice.post(f"/training_runs/{run}/checkpoints/sampler_weights/private/publish").status_code == 200  # idempotent
     sampler = bob.post("/create_sampling_session", json={"session_id": bob_session, "model_path": path})
     assert sampler.status_code == 200, sampler.text
     out = call(bob, "/asample", {"sampling_session_id": sampler.json()["sampling_session_id"], "num_samples": 2,
