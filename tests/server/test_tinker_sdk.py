@@ -25,6 +25,8 @@ def _datum(tokens: list[int]) -> types.Datum:
 
 
 def test_sft_loop_trains_and_samples(server, tiny_llama):
+    capabilities = tinker.RestClient(base_url=server.url, api_key=ALICE).get_server_capabilities().result()
+    assert [m.model_name for m in capabilities.supported_models] == [tiny_llama]
     service = tinker.ServiceClient(base_url=server.url, api_key=ALICE)
     trainer = service.create_lora_training_client(base_model=tiny_llama, rank=8, seed=0).result()
     tokenizer = trainer.get_tokenizer()
