@@ -46,7 +46,8 @@ def _junk(rng: random.Random, live: dict, depth: int = 0):
                      "loss_fn_config": {"beta": _junk(rng, live, depth + 1)}},
             lambda: {"chunks": [{"tokens": [rng.choice([-5, 10**9, 3])]}]},
             lambda: {"max_tokens": rng.choice([0, -1, 10**12, "a"]), "temperature": rng.choice([-1.0, 1.0])},
-            lambda: {"rank": rng.choice([0, 65, -3, "8", 4])},
+            lambda: {"rank": rng.choice([0, 65, -3, "8", 4]), "seed": rng.choice([None, 2**64, -1])},
+            lambda: {"max_tokens": 2, "seed": rng.choice([2**70, -(2**70), 0]), "top_k": rng.choice([10**20, 5])},
         ]
     return rng.choice(choices)()
 
@@ -138,6 +139,10 @@ def test_errors_name_the_field(server, tiny_llama):
         "sampling_params.max_tokens"
     assert field_of("/asample", {"sampling_session_id": sampler, "prompt": prompt, "num_samples": 0,
                                  "sampling_params": {"max_tokens": 2}}) == "num_samples"
+    for sp, field in (({"max_tokens": 2, "seed": 10**30}, "sampling_params.seed"),
+                      ({"max_tokens": 2, "top_k": 10**20}, "sampling_params.top_k")):
+        assert field_of("/asample", {"sampling_session_id": sampler, "prompt": prompt, "sampling_params": sp}) == field
+    assert field_of("/create_model", {**base, "lora_config": {"rank": 2, "seed": 2**64}}) == "lora_config.seed"
     assert field_of("/asample", {"sampling_session_id": sampler, "prompt": prompt, "topk_sample_logprobs": 3,
                                  "sampling_params": {"max_tokens": 2}}) == "topk_sample_logprobs"
     bad = datum([1, 2, 3, 4])

@@ -42,6 +42,12 @@ def tinker_path(path: str) -> str:
     return "tinker://" + path[len("mint://"):] if path.startswith("mint://") else path
 
 
+def check_int64(value: Any, field: str) -> None:
+    """BadRequestError unless ``value`` is None or fits a signed 64-bit integer (torch's seed and index type)."""
+    if value is not None and not -(2**63) <= value < 2**63:
+        raise BadRequestError("must fit in a signed 64-bit integer", field=field)
+
+
 def check_readable(user: str, path: str, field: str) -> tuple[Any, dict[str, str]]:
     """(parsed path, metadata) of a checkpoint ``user`` may read; NotFoundError otherwise (also when it
     exists but is another user's private checkpoint)."""
@@ -202,6 +208,7 @@ class ServerState:
         self.session_required(user, session_id)
         self._check_quota(user, self.models, self.config.max_models_per_user, "training models")
         config = coerce(types.LoraConfig, lora if lora is not None else {"rank": 32}, "lora_config")
+        check_int64(config.seed, "lora_config.seed")
         self.check_allowed(base_model)
         meta = {str(k): str(v) for k, v in (user_metadata or {}).items()}
 
@@ -345,6 +352,9 @@ class ServerState:
         if sampling_params is None:
             raise BadRequestError("is required", field="sampling_params")
         params = coerce(types.SamplingParams, sampling_params, "sampling_params")
+        check_int64(params.seed, "sampling_params.seed")
+        if not -(2**31) <= params.top_k < 2**31:
+            raise BadRequestError("must fit in a signed 32-bit integer", field="sampling_params.top_k")
         return x.engine.submit_sample(x.slot, prompt, num_samples, params, bool(prompt_logprobs), topk_prompt_logprobs)
 
     def close(self) -> None:
