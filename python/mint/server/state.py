@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field as dc_field
 from typing import Any, Callable
 
 from mint import storage, types
@@ -62,9 +62,9 @@ def check_readable(user: str, path: str, field: str) -> tuple[Any, dict[str, str
 @dataclass
 class Session:
     owner: str
-    last_seen: float = field(default_factory=time.monotonic)
-    models: set[str] = field(default_factory=set)
-    samplers: set[str] = field(default_factory=set)
+    last_seen: float = dc_field(default_factory=time.monotonic)
+    models: set[str] = dc_field(default_factory=set)
+    samplers: set[str] = dc_field(default_factory=set)
     finished: bool = False
 
 
