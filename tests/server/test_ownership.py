@@ -55,7 +55,7 @@ def test_other_users_see_nothing_private(server, tiny_llama):
 
     # Published: everyone may sample it and see it; only Alice may unpublish or delete it.
     assert alice.post(f"/training_runs/{run}/checkpoints/sampler_weights/private/publish").status_code == 200
-    assert alice.post(f"/training_runs/{run}/checkpoints/sampler_weights/private/publish").status_code == 409
+    assert alice.post(f"/training_runs/{run}/checkpoints/sampler_weights/private/publish").status_code == 200  # idempotent
     sampler = bob.post("/create_sampling_session", json={"session_id": bob_session, "model_path": path})
     assert sampler.status_code == 200, sampler.text
     out = call(bob, "/asample", {"sampling_session_id": sampler.json()["sampling_session_id"], "num_samples": 2,
@@ -108,3 +108,28 @@ def test_key_table_compares_whole_keys_and_names_owners(tmp_path):
         assert table.lookup(wrong) is None
     with pytest.raises(ValueError):
         load_keys("short", None)
+
+
+def test_concurrent_users_get_their_own_results(server, tiny_llama):
+    """Requests of two users pending together (which the engine may run as one pass) come back uncrossed:
+    each equals what the same request gives alone."""
+    alice, bob = client(server.url, ALICE), client(server.url, BOB)
+    models = [new_model(alice, tiny_llama)[1], new_model(bob, tiny_llama)[1]]
+    clients = [alice, bob]
+    data = [datum(list(range(5, 17))), datum(list(range(30, 37)))]
+
+    def submit(i: int) -> str:
+        r = clients[i].post(
+            "/forward_backward", json={"model_id": models[i], "forward_only": True,
+                                       "forward_backward_input": {"data": [data[i]], "loss_fn": "cross_entropy"}})
+        assert r.status_code == 200, r.text
+        return r.json()["request_id"]
+
+    together = [submit(0), submit(1)]  # both queued before either is read
+    together = [wait(clients[i], rid) for i, rid in enumerate(together)]
+    alone = [wait(clients[i], submit(i)) for i in range(2)]
+    for t, a in zip(together, alone):
+        assert t["metrics"]["loss:sum"] == pytest.approx(a["metrics"]["loss:sum"], rel=1e-6)
+        assert t["loss_fn_outputs"][0]["logprobs"]["data"] == pytest.approx(a["loss_fn_outputs"][0]["logprobs"]["data"], abs=1e-6)
+    assert len(together[0]["loss_fn_outputs"][0]["logprobs"]["data"]) == 11
+    assert len(together[1]["loss_fn_outputs"][0]["logprobs"]["data"]) == 6

@@ -25,6 +25,8 @@ def _datum(tokens: list[int]) -> types.Datum:
 
 
 def test_sft_loop_trains_and_samples(server, tiny_llama):
+    capabilities = tinker.RestClient(base_url=server.url, api_key=ALICE).get_server_capabilities().result()
+    assert [m.model_name for m in capabilities.supported_models] == [tiny_llama]
     service = tinker.ServiceClient(base_url=server.url, api_key=ALICE)
     trainer = service.create_lora_training_client(base_model=tiny_llama, rank=8, seed=0).result()
     tokenizer = trainer.get_tokenizer()
@@ -80,6 +82,15 @@ def test_results_match_in_process_mint(server, tiny_llama):
     with storage.acting_user("alice"):  # the checkpoint belongs to the key's owner
         local_sampler = mint.ServiceClient().create_sampling_client(model_path=path)
         want = local_sampler.sample(tokens[:4], 1, mint.types.SamplingParams(max_tokens=5, temperature=0.0)).result()
+        want_lp = local_sampler.compute_logprobs(tokens[:8]).result()
+        want_topk = local_sampler.sample(tokens[:6], 1, mint.types.SamplingParams(max_tokens=1),
+                                         topk_prompt_logprobs=3).result().topk_prompt_logprobs
     assert got.tokens == want.sequences[0].tokens
     assert got.logprobs == pytest.approx(want.sequences[0].logprobs, abs=1e-5)
+    got_lp = sampler.compute_logprobs(types.ModelInput.from_ints(tokens[:8])).result()
+    assert got_lp[0] is None and got_lp[1:] == pytest.approx(want_lp[1:], abs=1e-5)
+    topk = sampler.sample(types.ModelInput.from_ints(tokens[:6]), 1, types.SamplingParams(max_tokens=1),
+                          topk_prompt_logprobs=3).result().topk_prompt_logprobs
+    assert topk[0] is None and len(topk) == 6
+    assert [[t for t, _ in row] for row in topk[1:]] == [[t for t, _ in row] for row in want_topk[1:]]
     service.close("success").result()

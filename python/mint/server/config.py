@@ -22,6 +22,9 @@ class ServerConfig:
     - ``result_ttl_s`` / ``max_pending``: finished results are kept until retrieved, then ``retrieved_grace_s``
       more seconds (a client that lost the reply can ask again), and dropped after ``result_ttl_s`` even if
       never retrieved; at most ``max_pending`` requests are held at once (429 beyond).
+    - ``session_ttl_s``: a session without heartbeat or request for this long is finished (its training
+      models and sampler sessions are released; checkpoints stay). ``max_models_per_user`` /
+      ``max_samplers_per_user`` bound what one user holds open at once.
     - ``poll_wait_s``: how long ``retrieve_future`` waits for an unfinished request before answering
       "try again" (long polling keeps clients from spinning).
     """
@@ -34,6 +37,8 @@ class ServerConfig:
     max_pending: int = 4096
     poll_wait_s: float = 10.0
     session_ttl_s: float = 3600.0
+    max_models_per_user: int = 32
+    max_samplers_per_user: int = 256
 
     @classmethod
     def from_env(cls, base_models: list[str] | None = None, keys_file: str | Path | None = None, **kw) -> "ServerConfig":

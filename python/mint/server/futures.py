@@ -98,8 +98,10 @@ class FutureRegistry:
         """Wait up to ``timeout`` seconds for the entry to finish without blocking the event loop."""
         if entry.future.done():
             return True
+        wrapped = asyncio.wrap_future(entry.future)
+        wrapped.add_done_callback(lambda f: f.cancelled() or f.exception())  # read here; reported by retrieve
         try:
-            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(entry.future)), timeout)
+            await asyncio.wait_for(asyncio.shield(wrapped), timeout)
         except asyncio.TimeoutError:
             return False
         except BaseException:  # noqa: BLE001 - the request failed: that is a finished result too

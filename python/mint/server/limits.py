@@ -45,7 +45,10 @@ class BodyLimitMiddleware:
         body = b"".join(chunks)
         encoding = headers.get(b"content-encoding", b"").strip().lower()
         if encoding == b"zstd":
-            import zstandard
+            try:
+                import zstandard
+            except ImportError:
+                return await self._reply(send, 415, "this server cannot read zstd bodies (pip install zstandard)")
 
             try:
                 reader = zstandard.ZstdDecompressor().stream_reader(body)

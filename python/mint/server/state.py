@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field as dc_field
 from typing import Any, Callable
 
 from mint import storage, types
@@ -42,6 +42,12 @@ def tinker_path(path: str) -> str:
     return "tinker://" + path[len("mint://"):] if path.startswith("mint://") else path
 
 
+def check_int64(value: Any, field: str) -> None:
+    """BadRequestError unless ``value`` is None or fits a signed 64-bit integer (torch's seed and index type)."""
+    if value is not None and not -(2**63) <= value < 2**63:
+        raise BadRequestError("must fit in a signed 64-bit integer", field=field)
+
+
 def check_readable(user: str, path: str, field: str) -> tuple[Any, dict[str, str]]:
     """(parsed path, metadata) of a checkpoint ``user`` may read; NotFoundError otherwise (also when it
     exists but is another user's private checkpoint)."""
@@ -56,9 +62,9 @@ def check_readable(user: str, path: str, field: str) -> tuple[Any, dict[str, str
 @dataclass
 class Session:
     owner: str
-    last_seen: float = field(default_factory=time.monotonic)
-    models: set[str] = field(default_factory=set)
-    samplers: set[str] = field(default_factory=set)
+    last_seen: float = dc_field(default_factory=time.monotonic)
+    models: set[str] = dc_field(default_factory=set)
+    samplers: set[str] = dc_field(default_factory=set)
     finished: bool = False
 
 
@@ -100,14 +106,7 @@ class ServerState:
     # ---- base models ----
     def engine_for(self, base_model: str | None, field: str = "base_model") -> Engine:
         """The engine of an allowed base model (loaded on first use). BadRequestError for any other."""
-        if not isinstance(base_model, str) or not base_model:
-            raise BadRequestError("is required", field=field)
-        key = canonical_name(base_model)
-        if key not in self.allowed:
-            raise BadRequestError(
-                f"{base_model!r} is not served here; available: {sorted(self.allowed)}", field=field
-            )
-        return get_engine(self.allowed[key])
+        return get_engine(self.check_allowed(base_model, field))
 
     def model_names(self) -> list[str]:
         return list(self.allowed)
@@ -130,6 +129,11 @@ class ServerState:
             raise NotFoundError(f"no session {session_id!r}")
         s.last_seen = time.monotonic()
         return s
+
+    def session_required(self, user: str, session_id: str | None) -> Session:
+        if session_id is None:
+            raise BadRequestError("is required (create one with create_session)", field="session_id")
+        return self.session(user, session_id)
 
     def finish_session(self, user: str, session_id: str) -> None:
         """End a session: release its training adapters and sampler slots (checkpoints stay)."""
@@ -178,20 +182,40 @@ class ServerState:
             if s is not None:
                 s.models.add(m.run_id)
 
-    def create_model(self, user: str, session_id: str | None, base_model: str, lora: dict | None,
+    def _check_quota(self, user: str, table: dict, limit: int, what: str) -> None:
+        with self._lock:
+            count = sum(1 for x in table.values() if x.owner == user)
+        if count >= limit:
+            raise BadRequestError(
+                f"{user!r} already has {count} open {what} (the limit); finish a session to release them",
+                field="session_id",
+            )
+
+    def check_allowed(self, base_model: Any, field: str = "base_model") -> str:
+        """The configured source of an allowed base model, without loading it."""
+        if not isinstance(base_model, str) or not base_model:
+            raise BadRequestError("is required", field=field)
+        key = canonical_name(base_model)
+        if key not in self.allowed:
+            raise BadRequestError(f"{base_model!r} is not served here; available: {sorted(self.allowed)}", field=field)
+        return self.allowed[key]
+
+    def create_model(self, user: str, session_id: str, base_model: str, lora: dict | None,
                      user_metadata: dict | None) -> Future:
-        """Queue the creation of a LoRA adapter; the future gets ``{"model_id": ...}``."""
-        session = self.session(user, session_id)
+        """Queue the creation of a LoRA adapter in the caller's session (released when the session ends);
+        the future gets ``{"model_id": ...}``."""
+        self.sweep_sessions()
+        self.session_required(user, session_id)
+        self._check_quota(user, self.models, self.config.max_models_per_user, "training models")
         config = coerce(types.LoraConfig, lora if lora is not None else {"rank": 32}, "lora_config")
-        engine = None if base_model is None else canonical_name(base_model)
-        if engine not in self.allowed:
-            self.engine_for(base_model)  # raises the BadRequestError naming the field
+        check_int64(config.seed, "lora_config.seed")
+        self.check_allowed(base_model)
         meta = {str(k): str(v) for k, v in (user_metadata or {}).items()}
 
         def work():
             eng = self.engine_for(base_model)
             run_id = eng.submit(run_as(user, eng.create_training_adapter), config, meta or None).result()
-            self._register_model(Model(user, eng, run_id, config, session_id if session else None))
+            self._register_model(Model(user, eng, run_id, config, session_id))
             return {"model_id": run_id, "type": "create_model"}
 
         return self.pool.submit(work)
@@ -203,7 +227,9 @@ class ServerState:
         from mint.engine.adapter_pool import AdapterSpec
         from mint.engine.lora_layers import ATTN, MLP, UNEMBED
 
-        self.session(user, session_id)
+        self.sweep_sessions()
+        self.session_required(user, session_id)
+        self._check_quota(user, self.models, self.config.max_models_per_user, "training models")
         alias = f"{session_id}:train:{model_seq_id}"
         _, meta = check_readable(user, path, "path")
         spec = AdapterSpec.from_metadata(meta)
@@ -284,7 +310,11 @@ class ServerState:
 
     # ---- samplers ----
     def open_sampler(self, user: str, session_id: str | None, model_path: str | None, base_model: str | None) -> str:
-        """Open a sampler session over a checkpoint ``user`` may read, or over a bare base model. Blocking."""
+        """Open a sampler session over a checkpoint ``user`` may read, or over a bare base model, in the
+        caller's session (released when it ends). Blocking."""
+        self.sweep_sessions()
+        self.session_required(user, session_id)
+        self._check_quota(user, self.samplers, self.config.max_samplers_per_user, "sampling sessions")
         if model_path is not None:
             addr, meta = check_readable(user, model_path, "model_path")
             if addr.kind != "sampler_weights":
@@ -322,6 +352,9 @@ class ServerState:
         if sampling_params is None:
             raise BadRequestError("is required", field="sampling_params")
         params = coerce(types.SamplingParams, sampling_params, "sampling_params")
+        check_int64(params.seed, "sampling_params.seed")
+        if not -(2**31) <= params.top_k < 2**31:
+            raise BadRequestError("must fit in a signed 32-bit integer", field="sampling_params.top_k")
         return x.engine.submit_sample(x.slot, prompt, num_samples, params, bool(prompt_logprobs), topk_prompt_logprobs)
 
     def close(self) -> None:

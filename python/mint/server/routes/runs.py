@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from mint import storage, types
 from mint.client.rest import RestClient, _address
-from mint.errors import PermissionDeniedError
+from mint.errors import ConflictError, PermissionDeniedError
 from mint.server import deps
 from mint.server.routes._body import Body
 from mint.server.state import check_readable, tinker_path
@@ -72,6 +72,8 @@ def _as(user: str, fn: Callable[..., Any], *args) -> Any:
             out = fn(*args)
         except PermissionDeniedError:
             raise PermissionDeniedError("not found") from None
+        except ConflictError:  # publishing a public checkpoint (or unpublishing a private one) is a no-op
+            out = None
     if out is None:
         return JSONResponse(None)
     return wire(out)

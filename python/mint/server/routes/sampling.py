@@ -40,7 +40,6 @@ class Sample(Body):
 @router.post("/create_sampling_session")
 def create_sampling_session(body: CreateSamplingSession, st: ServerState = Depends(deps.state),
                             user: str = Depends(deps.user)):
-    st.session(user, body.session_id)
     if body.model_path is None and body.base_model is None:
         raise BadRequestError("give model_path or base_model", field="model_path")
     sid = st.open_sampler(user, body.session_id, body.model_path, body.base_model)
