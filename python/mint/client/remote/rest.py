@@ -14,6 +14,7 @@ from mint.client.futures import APIFuture
 from mint.client.remote.transport import Transport
 from mint.client.rest import AccessScope, RestClient, _address, _executor, _page, _scope
 from mint.engine.adapter_files import CheckpointPath, parse_path
+from mint.errors import ConflictError
 
 T = TypeVar("T")
 
@@ -63,6 +64,12 @@ class RemoteRestClient(RestClient):
         return self._submit(lambda: self._call("DELETE", _checkpoint_route(_address(training_run_id, checkpoint_id))))
 
     def _set_public(self, addr: CheckpointPath, public: bool) -> None:
+        # The server treats a repeated publish / unpublish as a no-op (as Tinker does); the in-process
+        # client raises ConflictError, so the state is checked first to give the same answer.
+        listed = self._list_checkpoints(addr.run_id).checkpoints
+        current = next((c for c in listed if c.path == str(addr)), None)
+        if current is not None and bool(current.public) == public:
+            raise ConflictError(f"checkpoint {addr} is already {'public' if public else 'private'}")
         self._call("POST" if public else "DELETE", _checkpoint_route(addr) + "/publish")
 
     def _set_ttl(self, tinker_path: str, ttl_seconds: int | None) -> None:
