@@ -4,6 +4,7 @@ scenarios as the in-process client tests, with results equal to the in-process o
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 import torch
@@ -283,3 +284,24 @@ def test_close_ends_the_session_and_frees_its_adapters(base_url, tiny_llama):
     # The checkpoint stays: a new session can sample from it.
     again = mint.ServiceClient(base_url=base_url, api_key=ALICE).create_sampling_client(model_path=sampler.model_path)
     assert len(again.sample(PROMPT, 1, types.SamplingParams(max_tokens=2)).result().sequences[0].tokens) == 2
+
+
+def test_heartbeat_keeps_the_session_alive(tiny_llama, monkeypatch):
+    """The server ends sessions that go silent for session_ttl_s; the client's heartbeat prevents it."""
+    from mint.client.remote import session as session_module
+    from mint.server.auth import load_keys
+    from mint.server.config import ServerConfig
+
+    monkeypatch.setattr(session_module, "HEARTBEAT_SECONDS", 0.2)
+    config = ServerConfig(base_models=[tiny_llama], keys=load_keys(KEYS, None), session_ttl_s=1.5)
+    with RunningServer(config) as server:
+        alive = mint.ServiceClient(base_url=server.url, api_key=ALICE)
+        silent = mint.ServiceClient(base_url=server.url, api_key=ALICE)
+        silent._session._stop.set()  # no more heartbeats from this one
+        kept = alive.create_lora_training_client(base_model=tiny_llama, rank=1, seed=0)
+        lost = silent.create_lora_training_client(base_model=tiny_llama, rank=1, seed=0)
+        time.sleep(3.0)
+        mint.ServiceClient(base_url=server.url, api_key=ALICE)  # creating a session sweeps silent ones
+        assert kept.forward(make_data(1, seed=0)).result().metrics["loss:sum"] > 0
+        with pytest.raises(mint.NotFoundError):
+            lost.forward(make_data(1, seed=0)).result()

@@ -49,7 +49,8 @@ class Session:
     """One ``create_session`` on the server with its transport, heartbeat and per-session counters."""
 
     def __init__(self, transport: Transport, user_metadata: dict[str, Any] | None = None,
-                 heartbeat_seconds: float = HEARTBEAT_SECONDS):
+                 heartbeat_seconds: float | None = None):
+        heartbeat_seconds = HEARTBEAT_SECONDS if heartbeat_seconds is None else heartbeat_seconds
         self.transport = transport
         body = {"tags": [], "user_metadata": user_metadata, "sdk_version": _sdk_version(), "type": "create_session"}
         reply = transport.request("POST", "/create_session", json_body=body)
