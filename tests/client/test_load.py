@@ -1,8 +1,9 @@
 """Load test (slow): 16 concurrent remote clients train and sample against one ``mint serve`` process.
 
-Checks: no errors; no lost or crossed results (clients come in pairs with the same seed and data, so
-mates must see the same losses and sampled tokens, and every pair's first steps must equal an in-process
-reference run alone); the server's RSS plateaus; clients killed mid-request (a process with requests in
+Checks: no errors; no lost or crossed results (every result has the shapes of the client's own batch and
+a loss equal to sum(-logprobs * weights) with the client's own weights; clients come in pairs with the
+same seed and data, so mates see the same losses and sampled tokens over the first steps, and every
+pair's first steps equal an in-process reference run alone); the server's RSS plateaus; clients killed mid-request (a process with requests in
 flight, and a raw socket that sends half a request) do not disturb the others.
 
 ``MINT_LOAD_SECONDS`` sets the duration (default 120).
@@ -32,7 +33,9 @@ pytestmark = pytest.mark.slow
 
 CLIENTS = 16
 REFERENCE_STEPS = 3
-ADAM = types.AdamParams(learning_rate=1e-2)
+ADAM = types.AdamParams(learning_rate=1e-2, eps=1e-8)
+MATCHED_STEPS = 8  # mates (same seed and data) agree to 1e-3 this long; later, batch-dependent rounding
+# (different padding widths in different batches) grows through Adam and the trajectories drift apart
 PROMPT = [1, 40, 41, 42, 43]
 GREEDY = types.SamplingParams(max_tokens=4, temperature=0.0)
 
@@ -53,6 +56,18 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
+def check_own_result(data: list[types.Datum], out: types.ForwardBackwardOutput) -> None:
+    """The result is for ``data``: one logprobs row per datum of its length, and the loss equals
+    sum(-logprobs * weights) with this client's weights (another client's result would not)."""
+    assert len(out.loss_fn_outputs) == len(data), "wrong number of outputs"
+    total = 0.0
+    for d, o in zip(data, out.loss_fn_outputs):
+        lp = o["logprobs"].to_torch()
+        assert list(lp.shape) == [d.model_input.length], "outputs of another datum"
+        total += float(-(lp * d.loss_fn_inputs["weights"].to_torch()).sum())
+    assert abs(total - out.metrics["loss:sum"]) <= 1e-4 * max(1.0, abs(total)), "loss of another batch"
+
+
 class Client(threading.Thread):
     """One user: its own API key, session and adapter; trains and samples until ``stop``."""
 
@@ -70,9 +85,12 @@ class Client(threading.Thread):
             trainer = service.create_lora_training_client(base_model=self.base_model, rank=4, seed=self.pair)
             step = 0
             while not self.stop.is_set():
-                fb = trainer.forward_backward(pair_data(self.pair, step))
+                data = pair_data(self.pair, step)
+                fb = trainer.forward_backward(data)
                 opt = trainer.optim_step(ADAM)
-                self.losses.append(fb.result().metrics["loss:sum"])
+                out = fb.result()
+                check_own_result(data, out)
+                self.losses.append(out.metrics["loss:sum"])
                 opt.result()
                 if step % 3 == 2:  # a fresh sampler over the new weights, as an RL loop does every step
                     sampler = trainer.save_weights_and_get_sampling_client(f"c{self.index}")
@@ -205,10 +223,10 @@ def test_sixteen_clients_for_minutes(server, tiny_llama):
     for c in clients:  # not crossed: each client's first steps are its own pair's reference
         for got, want in zip(c.losses, expected[c.pair]):
             assert got == pytest.approx(want, rel=1e-4), (c.index, c.losses[:REFERENCE_STEPS], expected[c.pair])
-    for a, b in zip(clients[::2], clients[1::2]):  # and mates agree all along (losses and sampled tokens)
-        n = min(len(a.losses), len(b.losses))
+    for a, b in zip(clients[::2], clients[1::2]):  # and mates agree (losses and sampled tokens)
+        n = min(len(a.losses), len(b.losses), MATCHED_STEPS)
         assert a.losses[:n] == pytest.approx(b.losses[:n], rel=1e-3), (a.index, b.index)
-        common = set(a.samples) & set(b.samples)
+        common = {s for s in set(a.samples) & set(b.samples) if s < MATCHED_STEPS}
         assert common and all(a.samples[s] == b.samples[s] for s in common), (a.index, b.index)
     firsts = [expected[p][0] for p in expected]
     assert len({round(x, 4) for x in firsts}) == len(firsts)  # the pairs' data really differ
