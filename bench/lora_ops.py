@@ -14,7 +14,7 @@ import itertools
 
 import torch
 
-from bench.common import bound_seconds, machine, machine_limits, median_time, print_table
+from bench.common import bound_seconds, describe_limits, machine, machine_limits, median_time, print_table
 from mint import ops
 
 SHAPES = [(576, 576), (576, 1536), (1536, 576), (4096, 4096), (4096, 11008)]
@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> None:
         cases = [((576, 1536), t, k, 16) for t, k in [(16, 4), (256, 1), (256, 4), (256, 16), (2048, 64)]]
         cases += [((4096, 4096), 256, 4, 16), ((1536, 576), 2048, 16, 64)]
     limits = machine_limits()
-    print(f"machine: {machine()}; copy {limits['copy_gbps']:.1f} GB/s, matmul {limits['matmul_gflops']:.0f} GFLOP/s")
+    print(f"machine: {machine()}\nceilings: {describe_limits(limits)}")
+    print("bound: the larger of the bytes (x, y read and written, the used adapters' A and B; backward 3x) at the "
+          "read-modify-write bandwidth and the FLOPs at the matmul rate")
     fwd, bwd = run(cases, dtype, args.repeats, limits)
     print_table(f"LoRA forward (shrink + expand), {args.dtype}, ms (median of {args.repeats})",
                 ["shape", "T", "K", "rank", "mint", "loop", "bmm", "vs best", "of bound"], fwd)
