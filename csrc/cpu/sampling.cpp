@@ -20,7 +20,8 @@
 //                     and a pass of kept mass per block; the draw scans the block sums and walks
 //                     one block.
 //   temperature 0:    max pass, first index of the max, one exp-sum pass.
-// Rows run in parallel (at::parallel_for over rows).
+// Rows run in parallel (at::parallel_for over rows); with fewer rows than threads the top-k filter
+// of each row is split over the vocabulary instead.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -93,6 +94,61 @@ Cand nucleus_last(std::vector<Cand>& c, double need) {
     if (cum >= need) return *it;
   }
   return *(hi - 1);  // rounding left the sum just short of the goal: keep the rest of the set
+}
+
+// The max of x[begin, end) (NaN if it holds a NaN) and, in idx (absolute indices, any order), its
+// top-k set (-inf logits left out). Running filter: an index enters the buffer when its logit beats
+// the bar (the k-th best logit among the indices seen so far; an equal logit comes later in index
+// order, so it ranks behind); a full buffer (4k) is cut back to its top k.
+float filter_top_k(const float* x, int64_t begin, int64_t end, int64_t k, std::vector<int64_t>& idx) {
+  const int64_t cap = std::max<int64_t>(4 * k, 1024);
+  idx.clear();
+  idx.reserve(cap);
+  float bar = -kInf;
+  auto shrink = [&]() {
+    auto before = [x](int64_t a, int64_t b) { return x[a] > x[b] || (x[a] == x[b] && a < b); };
+    std::nth_element(idx.begin(), idx.begin() + (k - 1), idx.end(), before);
+    idx.resize(k);
+    bar = x[idx[k - 1]];
+  };
+  auto offer = [&](int64_t j) {
+    if (x[j] > bar) {
+      idx.push_back(j);
+      if (static_cast<int64_t>(idx.size()) == cap) shrink();
+    }
+  };
+  int64_t j = begin;
+  bool nan = false;
+  float best = -kInf;
+#ifdef MINT_SAMPLING_AVX2
+  __m256 m0 = _mm256_set1_ps(-kInf), m1 = m0;
+  __m256 bad = _mm256_setzero_ps();
+  __m256 vbar = _mm256_set1_ps(bar);
+  for (; j + 2 * kLanes <= end; j += 2 * kLanes) {
+    const __m256 a = _mm256_loadu_ps(x + j), b = _mm256_loadu_ps(x + j + kLanes);
+    m0 = _mm256_max_ps(m0, a);
+    m1 = _mm256_max_ps(m1, b);
+    bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, b, _CMP_UNORD_Q));
+    unsigned hits = static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(a, vbar, _CMP_GT_OQ))) |
+                    (static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(b, vbar, _CMP_GT_OQ))) << 8);
+    if (hits) {
+      while (hits) {
+        offer(j + __builtin_ctz(hits));
+        hits &= hits - 1;
+      }
+      vbar = _mm256_set1_ps(bar);
+    }
+  }
+  best = hmax8(_mm256_max_ps(m0, m1));
+  nan = _mm256_movemask_ps(bad) != 0;
+#endif
+  for (; j < end; ++j) {
+    nan |= std::isnan(x[j]);
+    best = std::max(best, x[j]);
+    offer(j);
+  }
+  if (static_cast<int64_t>(idx.size()) > k) shrink();
+  return nan ? kNaN : best;
 }
 
 // Samples one row; owns scratch buffers reused across the rows of one thread.
@@ -228,61 +284,50 @@ class RowSampler {
     return {token, static_cast<float>(z - std::log(mass))};
   }
 
-  // The row max (NaN if the row holds a NaN) and, in idx_, the top-k set of the row (any order;
-  // -inf logits left out). Running filter: an index enters the buffer when its logit beats the
-  // bar (the k-th best logit among the indices seen so far; an equal logit comes later in index
-  // order, so it ranks behind); a full buffer is cut back to its top k.
+  // The row max (NaN if the row holds a NaN) and, in idx_, the top-k set of the row in ascending
+  // index order (-inf logits left out). With split_vocab the vocabulary is cut into one part per
+  // thread, each part filtered to its own top k in parallel, and the parts' survivors cut to the top
+  // k of the row: the set is the same exact top k (one total order), so the result does not depend
+  // on the split.
   float top_k_scan(const float* x, int64_t n, int64_t k) {
-    const int64_t cap = std::max<int64_t>(4 * k, 1024);
+    const int64_t threads = at::get_num_threads();
+    if (!split_vocab || threads < 2 || n < 2 * kSplitMin) {
+      const float best = filter_top_k(x, 0, n, k, idx_);
+      std::sort(idx_.begin(), idx_.end());
+      return best;
+    }
+    const int64_t parts = std::min(threads, n / kSplitMin);
+    const int64_t step = ((n + parts - 1) / parts + 15) / 16 * 16;
+    std::vector<std::vector<int64_t>> found(parts);
+    std::vector<float> best(parts, -kInf);
+    at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t q = begin; q < end; ++q) {
+        const int64_t lo = std::min(n, q * step), hi = std::min(n, lo + step);
+        best[q] = filter_top_k(x, lo, hi, k, found[q]);
+      }
+    });
     idx_.clear();
-    idx_.reserve(cap);
-    float bar = -kInf;
-    auto shrink = [&]() {
+    float row_best = -kInf;
+    bool nan = false;
+    for (int64_t q = 0; q < parts; ++q) {
+      nan |= std::isnan(best[q]);
+      row_best = std::max(row_best, best[q]);
+      idx_.insert(idx_.end(), found[q].begin(), found[q].end());
+    }
+    if (static_cast<int64_t>(idx_.size()) > k) {
       auto before = [x](int64_t a, int64_t b) { return x[a] > x[b] || (x[a] == x[b] && a < b); };
       std::nth_element(idx_.begin(), idx_.begin() + (k - 1), idx_.end(), before);
       idx_.resize(k);
-      bar = x[idx_[k - 1]];
-    };
-    auto offer = [&](int64_t j) {
-      if (x[j] > bar) {
-        idx_.push_back(j);
-        if (static_cast<int64_t>(idx_.size()) == cap) shrink();
-      }
-    };
-    int64_t j = 0;
-    bool nan = false;
-    float best = -kInf;
-#ifdef MINT_SAMPLING_AVX2
-    __m256 m0 = _mm256_set1_ps(-kInf), m1 = m0;
-    __m256 bad = _mm256_setzero_ps();
-    __m256 vbar = _mm256_set1_ps(bar);
-    for (; j + 2 * kLanes <= n; j += 2 * kLanes) {
-      const __m256 a = _mm256_loadu_ps(x + j), b = _mm256_loadu_ps(x + j + kLanes);
-      m0 = _mm256_max_ps(m0, a);
-      m1 = _mm256_max_ps(m1, b);
-      bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, b, _CMP_UNORD_Q));
-      unsigned hits = static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(a, vbar, _CMP_GT_OQ))) |
-                      (static_cast<unsigned>(_mm256_movemask_ps(_mm256_cmp_ps(b, vbar, _CMP_GT_OQ))) << 8);
-      if (hits) {
-        while (hits) {
-          offer(j + __builtin_ctz(hits));
-          hits &= hits - 1;
-        }
-        vbar = _mm256_set1_ps(bar);
-      }
     }
-    best = hmax8(_mm256_max_ps(m0, m1));
-    nan = _mm256_movemask_ps(bad) != 0;
-#endif
-    for (; j < n; ++j) {
-      nan |= std::isnan(x[j]);
-      best = std::max(best, x[j]);
-      offer(j);
-    }
-    if (static_cast<int64_t>(idx_.size()) > k) shrink();
-    return nan ? kNaN : best;
+    std::sort(idx_.begin(), idx_.end());
+    return nan ? kNaN : row_best;
   }
 
+ public:
+  bool split_vocab = false;  // parallelise inside the row (set when there are fewer rows than threads)
+  static constexpr int64_t kSplitMin = 16384;  // least tokens per part of a split row
+
+ private:
   std::vector<float> weights_;
   std::vector<double> blocks_;
   std::vector<double> hist_;
@@ -324,9 +369,12 @@ void sample_rows(const T* base, const at::Tensor& logits, const RowInputs& in, i
   const int64_t vocab = logits.size(1);
   const int64_t row_stride = logits.stride(0);
   const int64_t col_stride = logits.stride(1);
-  const int64_t grain = std::max<int64_t>(1, 32768 / vocab);
+  // Fewer rows than threads: rows one after another, the top-k filter split over the vocabulary.
+  const bool split = batch < at::get_num_threads() && vocab >= 2 * RowSampler::kSplitMin;
+  const int64_t grain = split ? batch : std::max<int64_t>(1, 32768 / vocab);
   at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
     RowSampler sampler;
+    sampler.split_vocab = split;
     std::vector<float> buf;
     for (int64_t b = begin; b < end; ++b) {
       const float* row = row_as_float(base + b * row_stride, vocab, col_stride, buf);

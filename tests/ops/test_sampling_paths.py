@@ -185,3 +185,30 @@ def test_invalid_rows_on_every_path():
         tokens, logprobs = sample(logits, t, k, p, seed=1)
         assert tokens[:3].tolist() == [-1, -1, -1] and torch.isnan(logprobs[:3]).all()
         assert 0 <= int(tokens[3]) < vocab
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_split_vocabulary_rows_match_whole_rows(dtype):
+    """B < threads splits each row's top-k filter over the vocabulary: same tokens and log-probs as the
+    row sampled inside a larger batch (no split), at any thread count, including ties across parts."""
+    torch.manual_seed(7)
+    vocab = 70001  # parts of unequal length, a tail after the vector loop
+    logits = (torch.randn(4, vocab) * 3).to(dtype)
+    logits[1, 40000:40100] = logits[1].max() + 1  # a tie group larger than k at the top, in a later part
+    logits[2, 5] = math.nan
+    args = dict(temperature=torch.tensor([0.8, 1.0, 1.0, 0.6]), top_k=torch.tensor([50, 30, 7, 1]),
+                top_p=torch.tensor([0.9, 1.0, 0.5, 1.0]), seed=torch.arange(4) + 11)
+    batch = sample(logits, **args)
+    assert int(batch[0][2]) == -1
+    assert 40000 <= int(batch[0][1]) < 40030
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3, 4):
+            torch.set_num_threads(threads)
+            for b in range(4):
+                alone = sample(logits[b : b + 1], **{key: v[b : b + 1] for key, v in args.items()})
+                assert torch.equal(alone[0], batch[0][b : b + 1]), (threads, b)
+                assert torch.equal(alone[1], batch[1][b : b + 1]) or (b == 2 and torch.isnan(alone[1]).all())
+    finally:
+        torch.set_num_threads(before)
+    run_and_check(logits[[0, 1, 3]].float(), 0.8, 50, 0.9)
