@@ -34,22 +34,65 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
-def machine_limits(size_mb: int = 256, matmul_n: int = 2048) -> dict[str, float]:
-    """This machine's measured ceilings, in the same run: memory copy GB/s (bytes read + written) and fp32 GFLOP/s."""
+def best_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
+    """Fastest wall-clock seconds of ``fn()`` over ``repeats`` runs (for ceilings: the machine's best)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def machine_limits(size_mb: int = 256, matmul_n: int = 2048, repeats: int = 5) -> dict[str, float]:
+    """This machine's measured ceilings, in the same run and with torch's intra-op thread count (the threads
+    mint's kernels use); each is the best of ``repeats`` timings.
+
+    - ``read_gbps``: the faster of ``x.sum()`` and ``x.amax()`` over ``size_mb`` MB of fp32, bytes read per
+      second: the ceiling of ops that only read (sampling).
+    - ``rmw_gbps``: ``a.add_(b)``, 12 bytes per element (read a and b, write a back): the ceiling of
+      in-place updates (AdamW's 28 bytes per parameter, LoRA's ``y +=``).
+    - ``copy_gbps``: ``dst.copy_(src)`` counted as 8 bytes per element (read + write). The CPU also reads
+      each destination line before overwriting it (write-allocate), so the memory moves 12 bytes per
+      element and this figure understates the bandwidth by up to 1.5x: shown for reference, not a bound.
+    - ``matmul_gflops``: a ``matmul_n``-square fp32 matmul.
+    """
     import torch
 
-    src = torch.empty(size_mb * 2**20 // 4, dtype=torch.float32).uniform_()
-    dst = torch.empty_like(src)
-    t_copy = median_time(lambda: dst.copy_(src), repeats=5)
+    n = size_mb * 2**20 // 4
+    src = torch.empty(n, dtype=torch.float32).uniform_()
+    dst = torch.empty_like(src).uniform_()
+    t_copy = best_time(lambda: dst.copy_(src), repeats)
+    t_read = min(best_time(lambda: src.sum(), repeats), best_time(lambda: src.amax(), repeats))
+    t_rmw = best_time(lambda: dst.add_(src), repeats)
+    del src, dst
     a = torch.randn(matmul_n, matmul_n)
     b = torch.randn(matmul_n, matmul_n)
-    t_mm = median_time(lambda: a @ b, repeats=3)
-    return {"copy_gbps": 2 * src.numel() * 4 / t_copy / 1e9, "matmul_gflops": 2 * matmul_n**3 / t_mm / 1e9}
+    t_mm = best_time(lambda: a @ b, max(3, repeats // 2))
+    return {
+        "read_gbps": 4 * n / t_read / 1e9,
+        "rmw_gbps": 12 * n / t_rmw / 1e9,
+        "copy_gbps": 8 * n / t_copy / 1e9,
+        "matmul_gflops": 2 * matmul_n**3 / t_mm / 1e9,
+    }
 
 
-def bound_seconds(bytes_moved: float, flops: float, limits: dict[str, float]) -> float:
-    """The op's lower bound on this machine: the larger of its memory time and its compute time."""
-    return max(bytes_moved / (limits["copy_gbps"] * 1e9), flops / (limits["matmul_gflops"] * 1e9))
+def describe_limits(limits: dict[str, float]) -> str:
+    """One line with the measured ceilings."""
+    return (f"read {limits['read_gbps']:.1f} GB/s (x.sum() / x.amax()), read-modify-write {limits['rmw_gbps']:.1f} GB/s "
+            f"(a.add_(b), 12 B/elem), copy {limits['copy_gbps']:.1f} GB/s (dst.copy_(src) as 8 B/elem; "
+            f"write-allocate makes it 12), matmul {limits['matmul_gflops']:.0f} GFLOP/s")
+
+
+def bound_seconds(bytes_moved: float, flops: float, limits: dict[str, float], memory: str = "rmw") -> float:
+    """The op's lower bound on this machine: the larger of its memory time and its compute time.
+
+    ``memory`` names the bandwidth that applies to the op's access pattern: "read" (reads only) or "rmw"
+    (reads plus in-place writes).
+    """
+    return max(bytes_moved / (limits[f"{memory}_gbps"] * 1e9), flops / (limits["matmul_gflops"] * 1e9))
 
 
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:

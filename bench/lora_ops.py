@@ -14,7 +14,7 @@ import itertools
 
 import torch
 
-from bench.common import bound_seconds, machine, machine_limits, median_time, print_table
+from bench.common import bound_seconds, describe_limits, machine, machine_limits, median_time, print_table
 from mint import ops
 
 SHAPES = [(576, 576), (576, 1536), (1536, 576), (4096, 4096), (4096, 11008)]
@@ -46,6 +46,17 @@ def bmm_forward(x, y, a, b, ids, scale=2.0):
     return y + scale * torch.bmm(h.unsqueeze(1), b[ids]).squeeze(1)
 
 
+def gemm_floor(x, y, a, b, indptr, adapters, scale=2.0):
+    """What any kernel built on BLAS calls pays at least: the copy of y, then per segment (rows sorted by
+    adapter, so each is a contiguous view) one shrink GEMM and one expand GEMM accumulating into the copy."""
+    out = y.clone()
+    bounds = indptr.tolist()
+    for i, n in enumerate(adapters.tolist()):
+        r0, r1 = bounds[i], bounds[i + 1]
+        out[r0:r1].addmm_(x[r0:r1] @ a[n].T, b[n], alpha=scale)
+    return out
+
+
 def run(cases, dtype: torch.dtype, repeats: int, limits) -> tuple[list, list]:
     fwd_rows, bwd_rows = [], []
     for (d_in, d_out), t, k, rank in cases:
@@ -60,9 +71,12 @@ def run(cases, dtype: torch.dtype, repeats: int, limits) -> tuple[list, list]:
         gather_bytes = t * rank * (d_in + d_out) * itemsize
         t_bmm = median_time(lambda: bmm_forward(x, y, a, b, ids), repeats) if gather_bytes < 2**30 else float("nan")
         best = min(t_loop, t_bmm) if t_bmm == t_bmm else t_loop
+        t_floor = median_time(lambda: gemm_floor(x, y, a, b, indptr, adapters), repeats) if dtype == torch.float32 \
+            else float("nan")
         fwd_rows.append([f"{d_in}->{d_out}", t, k, rank, f"{t_mint * 1e3:.3f}", f"{t_loop * 1e3:.3f}",
                          "n/a" if t_bmm != t_bmm else f"{t_bmm * 1e3:.3f}", f"{best / t_mint:.2f}x",
-                         f"{bound / t_mint:.0%}"])
+                         f"{bound / t_mint:.0%}", "n/a" if t_floor != t_floor else f"{t_floor * 1e3:.3f}",
+                         "n/a" if t_floor != t_floor else f"{best / t_floor:.2f}x"])
 
         xg, ag, bg = (v.clone().requires_grad_(True) for v in (x, a, b))
         grad_out = torch.randn(t, d_out).to(dtype)
@@ -96,10 +110,15 @@ def main(argv: list[str] | None = None) -> None:
         cases = [((576, 1536), t, k, 16) for t, k in [(16, 4), (256, 1), (256, 4), (256, 16), (2048, 64)]]
         cases += [((4096, 4096), 256, 4, 16), ((1536, 576), 2048, 16, 64)]
     limits = machine_limits()
-    print(f"machine: {machine()}; copy {limits['copy_gbps']:.1f} GB/s, matmul {limits['matmul_gflops']:.0f} GFLOP/s")
+    print(f"machine: {machine()}\nceilings: {describe_limits(limits)}")
+    print("bound: the larger of the bytes (x, y read and written, the used adapters' A and B; backward 3x) at the "
+          "read-modify-write bandwidth and the FLOPs at the matmul rate")
     fwd, bwd = run(cases, dtype, args.repeats, limits)
     print_table(f"LoRA forward (shrink + expand), {args.dtype}, ms (median of {args.repeats})",
-                ["shape", "T", "K", "rank", "mint", "loop", "bmm", "vs best", "of bound"], fwd)
+                ["shape", "T", "K", "rank", "mint", "loop", "bmm", "vs best", "of bound", "gemm floor",
+                 "best/floor"], fwd)
+    print("gemm floor: y.clone() + one shrink and one expand GEMM per segment on contiguous views (fp32 only); "
+          "best/floor is the most any kernel made of these BLAS calls can reach against the best baseline")
     print_table(f"LoRA backward (forward + dx, dA, dB), {args.dtype}, ms",
                 ["shape", "T", "K", "rank", "mint", "autograd loop", "vs loop", "of bound"], bwd)
 

@@ -10,12 +10,15 @@
 // Reduced-precision inputs go through fp32 copies, so products accumulate in fp32 and round once.
 #include <ATen/ATen.h>
 #include <ATen/MemoryOverlap.h>
+#include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/VariableTypeUtils.h>
 #include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -127,6 +130,48 @@ std::vector<SlotRows> make_plan(const char* op, int64_t T, int64_t N, int64_t R,
     }
   }
   return plan;
+}
+
+// Runs fn(slot rows) for every slot of the plan. Slots write disjoint rows of the row outputs and
+// disjoint slots of the gradient pools, so when the work splits evenly they run in parallel: the
+// slots are packed into one bin per thread (largest first, each into the lightest bin, by rows), and
+// each bin runs its GEMMs single-threaded inside the parallel region (one fork for the whole call
+// instead of one per small GEMM). A plan dominated by one slot runs here, with BLAS's own threads.
+// Which way a plan runs depends only on the plan and the thread count, so repeats are bit-identical.
+// The worker threads get the caller's thread-local state (below-autograd dispatch, grad mode).
+template <typename Fn>
+void for_each_slot(const std::vector<SlotRows>& plan, const Fn& fn) {
+  const int64_t n = static_cast<int64_t>(plan.size());
+  const int64_t threads = at::get_num_threads();
+  int64_t total = 0, largest = 0;
+  for (const SlotRows& sr : plan) {
+    total += sr.count;
+    largest = std::max(largest, sr.count);
+  }
+  // Parallel only when no slot holds much more than a thread's even share of the rows.
+  if (n < 2 || threads < 2 || at::in_parallel_region() || 2 * largest * threads > 3 * total) {
+    for (const SlotRows& sr : plan) fn(sr);
+    return;
+  }
+  const int64_t bins = std::min(threads, n);
+  std::vector<int64_t> order(n);
+  for (int64_t i = 0; i < n; ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return plan[a].count > plan[b].count; });
+  std::vector<std::vector<int64_t>> bin(bins);
+  std::vector<int64_t> load(bins, 0);
+  for (const int64_t i : order) {
+    const int64_t k = std::min_element(load.begin(), load.end()) - load.begin();
+    bin[k].push_back(i);
+    load[k] += plan[i].count;
+  }
+  const at::ThreadLocalState state;
+  at::parallel_for(0, bins, 1, [&](int64_t begin, int64_t end) {
+    at::ThreadLocalStateGuard guard(state);
+    for (int64_t k = begin; k < end; ++k) {
+      for (const int64_t i : bin[k]) fn(plan[i]);
+    }
+  });
 }
 
 // The slot's rows of `t` (dim 0) as fp32: a view or cast of a view for one range, else a gather.
@@ -263,15 +308,16 @@ Tensor grad_pool(const Tensor& like, const std::vector<SlotRows>& plan) {
 // dst[rows] = dst[rows] + scale[n] * h[rows, :r] @ B[n, :r] for every slot; other rows untouched.
 void expand_into(Tensor& dst, const Tensor& h, const Tensor& lora_b, const std::vector<SlotRows>& plan,
                  const std::vector<float>& scales) {
-  for (const SlotRows& sr : plan) {
+  for_each_slot(plan, [&](const SlotRows& sr) {
     const Tensor b = slot_weights(lora_b, sr);
     const Tensor hr = rows_f32(h.narrow(1, 0, sr.rank), sr);
     if (dst.scalar_type() == at::kFloat && sr.ranges.size() == 1) {
       dst.narrow(0, sr.ranges[0].first, sr.count).addmm_(hr, b, 1.0, scales[sr.slot]);
-      continue;
+      return;
     }
-    store_rows(dst, sr, at::addmm(rows_f32(dst, sr), hr, b, 1.0, scales[sr.slot]));
-  }
+    Tensor d = dst;
+    store_rows(d, sr, at::addmm(rows_f32(dst, sr), hr, b, 1.0, scales[sr.slot]));
+  });
 }
 
 Tensor lora_shrink_cpu(const Tensor& x, const Tensor& lora_a, const Tensor& seg_indptr,
@@ -283,10 +329,10 @@ Tensor lora_shrink_cpu(const Tensor& x, const Tensor& lora_a, const Tensor& seg_
   const auto plan = make_plan(op, T, N, R, seg_indptr, seg_adapter, lora_ranks, x);
 
   Tensor h = row_output({T, R}, x.options(), plan, R, /*full_rank=*/true);
-  for (const SlotRows& sr : plan) {
+  for_each_slot(plan, [&](const SlotRows& sr) {
     const Tensor a = slot_weights(lora_a, sr);
     mm_store_rows(h.narrow(1, 0, sr.rank), sr, rows_f32(x, sr), a.t(), 1.0);
-  }
+  });
   return h;
 }
 
@@ -332,14 +378,14 @@ std::tuple<Tensor, Tensor> lora_expand_backward_cpu(const Tensor& grad_y, const 
 
   Tensor grad_h = row_output(h.sizes(), h.options(), plan, R, /*full_rank=*/true);
   Tensor grad_b = grad_pool(lora_b, plan);
-  for (const SlotRows& sr : plan) {
+  for_each_slot(plan, [&](const SlotRows& sr) {
     const double scale = scales[sr.slot];
     const Tensor b = slot_weights(lora_b, sr);
     const Tensor gy = rows_f32(grad_y, sr);
     const Tensor hr = rows_f32(h.narrow(1, 0, sr.rank), sr);
     mm_store_rows(grad_h.narrow(1, 0, sr.rank), sr, gy, b.t(), scale);
     mm_store(grad_b.select(0, sr.slot).narrow(0, 0, sr.rank), hr.t(), gy, scale);
-  }
+  });
   return {grad_h, grad_b};
 }
 
@@ -359,13 +405,13 @@ std::tuple<Tensor, Tensor> lora_shrink_backward_cpu(const Tensor& grad_h, const 
 
   Tensor grad_x = row_output(x.sizes(), x.options(), plan, R, /*full_rank=*/false);
   Tensor grad_a = grad_pool(lora_a, plan);
-  for (const SlotRows& sr : plan) {
+  for_each_slot(plan, [&](const SlotRows& sr) {
     const Tensor a = slot_weights(lora_a, sr);
     const Tensor gh = rows_f32(grad_h.narrow(1, 0, sr.rank), sr);
     const Tensor xr = rows_f32(x, sr);
     mm_store_rows(grad_x, sr, gh, a, 1.0);
     mm_store(grad_a.select(0, sr.slot).narrow(0, 0, sr.rank), gh.t(), xr, 1.0);
-  }
+  });
   return {grad_x, grad_a};
 }
 
