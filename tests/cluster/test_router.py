@@ -68,6 +68,12 @@ def test_sessions_spread_and_adapters_stay_on_their_worker(cluster, tiny_llama):
     expected = local.save_weights_and_get_sampling_client("shared-local").sample(PROMPT, 1, greedy).result()
     assert sampler_b.sample(PROMPT, 1, greedy).result().sequences[0].tokens == expected.sequences[0].tokens
     assert sampler_a.sample(PROMPT, 1, greedy).result().sequences[0].tokens == expected.sequences[0].tokens
+    # Closing a sampler reaches the worker holding it (the pin is dropped only on its 200).
+    closed = sampler_b.sampling_session_id
+    sampler_b.close()
+    assert router.pins["sampling_session_id"].get(closed) is None
+    with pytest.raises(mint.NotFoundError, match=closed):
+        sampler_b.sample(PROMPT, 1, greedy).result()
     runs = {r.id for r in a.create_rest_client().list_training_runs(limit=100).result().training_runs}
     assert {ta.model_id, tb.model_id} <= runs  # one store behind both workers
     with pytest.raises(mint.NotFoundError):  # an id no worker issued

@@ -5,6 +5,7 @@ own adapter pool); all workers share the data directory (SQLite store and checkp
 keys. The router speaks the same Tinker REST protocol and forwards each request to one worker:
 
 - ``create_session`` goes to the worker with the fewest sessions; the session's id is pinned to it;
+- ``samplers/{id}`` (GET, DELETE) goes to the worker that opened that sampler session;
 - requests naming a ``session_id`` (create_model, create_sampling_session, heartbeats, finish) go to the
   session's worker, so a user's adapters and samplers live together;
 - ``model_id``, ``sampling_session_id`` and ``request_id`` are pinned to the worker that issued them
@@ -106,6 +107,8 @@ def _ids_of(path: str, content_type: str, raw: bytes) -> dict[str, str]:
     parts = path.strip("/").split("/")
     if len(parts) >= 4 and parts[-3] == "sessions" and parts[-1] == "finish":
         ids["session_id"] = parts[-2]
+    if len(parts) == 4 and parts[:3] == ["api", "v1", "samplers"]:  # GET / DELETE /api/v1/samplers/{id}
+        ids["sampling_session_id"] = parts[-1]
     if PROTO in content_type and path.endswith("/forward_backward"):
         try:
             from mint.server.codec import decode_forward_backward
@@ -168,6 +171,10 @@ def create_router_app(workers: list[str], timeout: float = 120.0) -> FastAPI:
             ids = _ids_of("/" + path, content_type, raw)
             if "session_id" in ids:
                 router.pins["session_id"].pop(ids["session_id"])
+        if request.method == "DELETE" and reply.status_code < 400:
+            ids = _ids_of("/" + path, content_type, raw)
+            if "sampling_session_id" in ids:
+                router.pins["sampling_session_id"].pop(ids["sampling_session_id"])
         out_headers = {k: v for k, v in reply.headers.items() if k.lower() in _FORWARDED_RESPONSE_HEADERS}
         return Response(reply.content, status_code=reply.status_code, headers=out_headers)
 

@@ -29,10 +29,13 @@ def owner_of_key(key: str) -> str:
 class KeyTable:
     """The configured keys as (digest of key, key bytes, owner) rows."""
 
-    entries: list[tuple[bytes, str]] = field(default_factory=list)
+    entries: list[tuple[bytes, str]] = field(default_factory=list, repr=False)
 
     def __bool__(self) -> bool:
         return bool(self.entries)
+
+    def __repr__(self) -> str:  # never the keys (a logged or printed ServerConfig must not leak them)
+        return f"KeyTable(owners={sorted({owner for _, owner in self.entries})})"
 
     def add(self, entry: str, source: str) -> None:
         entry = entry.strip()

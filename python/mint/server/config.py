@@ -23,8 +23,9 @@ class ServerConfig:
       more seconds (a client that lost the reply can ask again), and dropped after ``result_ttl_s`` even if
       never retrieved; at most ``max_pending`` requests are held at once (429 beyond).
     - ``session_ttl_s``: a session without heartbeat or request for this long is finished (its training
-      models and sampler sessions are released; checkpoints stay). ``max_models_per_user`` /
-      ``max_samplers_per_user`` bound what one user holds open at once.
+      models and sampler sessions are released; checkpoints stay). ``max_models_per_user`` bounds the
+      training models one user holds open (400 beyond); at ``max_samplers_per_user`` open sampler sessions,
+      opening another closes that user's least recently used one (its pool slot is freed).
     - ``poll_wait_s``: how long ``retrieve_future`` waits for an unfinished request before answering
       "try again" (long polling keeps clients from spinning).
     """

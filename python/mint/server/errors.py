@@ -66,13 +66,29 @@ def describe(exc: BaseException) -> tuple[int, str, str | None]:
     return 500, "internal server error", None
 
 
+def public_type(exc: BaseException, status: int) -> str:
+    """The error class name a response shows: a mint error's own name, except that another user's
+    resource is reported as ``NotFoundError`` (like a missing one); validation errors are
+    ``BadRequestError``; anything else (mint's own failures) is ``InternalServerError``, so neither
+    existence nor implementation details leak through the name."""
+    if isinstance(exc, PermissionDeniedError) or status == 404:
+        return "NotFoundError"
+    if isinstance(exc, RegistryFullError):
+        return "RateLimitError"
+    if status >= 500:
+        return "InternalServerError"
+    if isinstance(exc, MintError) and type(exc).__module__ == "mint.errors":
+        return type(exc).__name__
+    return "BadRequestError" if status == 400 else "MintError"
+
+
 def error_response(exc: BaseException) -> JSONResponse:
     status, message, field = describe(exc)
     if status >= 500:
         log.error("internal error: %s", exc, exc_info=exc)
     headers = {"x-should-retry": "false"} if status < 500 and status != 429 else None
     return JSONResponse(
-        {"detail": message, "field": field, "type": type(exc).__name__}, status_code=status, headers=headers
+        {"detail": message, "field": field, "type": public_type(exc, status)}, status_code=status, headers=headers
     )
 
 

@@ -12,6 +12,7 @@ import functools
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field as dc_field
 from typing import Any, Callable
@@ -84,6 +85,35 @@ class Sampler:
     slot: int
     model_path: str | None
     session_id: str | None
+    last_used: float = dc_field(default_factory=time.monotonic)
+    inflight: set = dc_field(default_factory=set)  # sample futures not finished yet
+    released: bool = False
+    lock: threading.Lock = dc_field(default_factory=threading.Lock)
+
+
+def release_when_idle(x: Sampler) -> None:
+    """Mark ``x`` released and give its adapter-pool slot back to the engine once the samples already
+    queued on it have finished (a queued sample must never read a slot that was freed and reused)."""
+    with x.lock:
+        if x.released:
+            return
+        x.released = True
+        pending = list(x.inflight)
+    if not pending:
+        x.engine.submit(x.engine.release_sampler, x.model_path, x.slot)
+        return
+    remaining = [len(pending)]
+    count_lock = threading.Lock()
+
+    def one_done(_: Future) -> None:
+        with count_lock:
+            remaining[0] -= 1
+            last = remaining[0] == 0
+        if last:
+            x.engine.submit(x.engine.release_sampler, x.model_path, x.slot)
+
+    for f in pending:
+        f.add_done_callback(one_done)
 
 
 class ServerState:
@@ -101,6 +131,7 @@ class ServerState:
         self.models: dict[str, Model] = {}
         self.aliases: dict[str, str] = {}
         self.samplers: dict[str, Sampler] = {}
+        self._evicted: OrderedDict[str, str] = OrderedDict()  # recently evicted sampler id -> owner (bounded)
         self._lock = threading.Lock()
 
     # ---- base models ----
@@ -148,7 +179,7 @@ class ServerState:
         for m in models:
             m.engine.submit(m.engine.release_training_adapter, m.run_id)
         for x in samplers:
-            x.engine.submit(x.engine.release_sampler, x.model_path, x.slot)
+            release_when_idle(x)
 
     def sweep_sessions(self) -> None:
         """Finish sessions that sent nothing (no heartbeat, no request) for ``session_ttl_s``."""
@@ -314,7 +345,6 @@ class ServerState:
         caller's session (released when it ends). Blocking."""
         self.sweep_sessions()
         self.session_required(user, session_id)
-        self._check_quota(user, self.samplers, self.config.max_samplers_per_user, "sampling sessions")
         if model_path is not None:
             addr, meta = check_readable(user, model_path, "model_path")
             if addr.kind != "sampler_weights":
@@ -334,15 +364,55 @@ class ServerState:
             s = self.sessions.get(session_id) if session_id else None
             if s is not None:
                 s.samplers.add(sid)
+            evicted = self._evict_samplers_locked(user, keep=sid)
+        for x in evicted:
+            release_when_idle(x)
         return sid
+
+    def _evict_samplers_locked(self, user: str, keep: str) -> list[Sampler]:
+        """Drop ``user``'s least recently used sampler sessions (never ``keep``) until at most
+        ``max_samplers_per_user`` remain; returns them, for the caller to release. Holds ``self._lock``."""
+        limit = max(1, self.config.max_samplers_per_user)
+        mine = sorted(((x.last_used, sid) for sid, x in self.samplers.items() if x.owner == user and sid != keep))
+        out = []
+        for _, sid in mine[: max(0, len(mine) + 1 - limit)]:
+            x = self.samplers.pop(sid)
+            s = self.sessions.get(x.session_id) if x.session_id else None
+            if s is not None:
+                s.samplers.discard(sid)
+            self._evicted[sid] = user
+            out.append(x)
+        while len(self._evicted) > 4096:
+            self._evicted.popitem(last=False)
+        return out
+
+    def release_sampler(self, user: str, sampling_session_id: str) -> None:
+        """Close the caller's sampler session now: it can no longer be sampled, and its adapter-pool slot
+        is freed once its queued samples finish. NotFoundError for an unknown (or another user's) id."""
+        x = self.sampler(user, sampling_session_id)
+        with self._lock:
+            if self.samplers.pop(sampling_session_id, None) is None:
+                raise NotFoundError(f"no sampling session {sampling_session_id!r}")
+            s = self.sessions.get(x.session_id) if x.session_id else None
+            if s is not None:
+                s.samplers.discard(sampling_session_id)
+        release_when_idle(x)
 
     def sampler(self, user: str, sampling_session_id: str | None) -> Sampler:
         if not isinstance(sampling_session_id, str) or not sampling_session_id:
             raise BadRequestError("is required", field="sampling_session_id")
         with self._lock:
             x = self.samplers.get(sampling_session_id)
+            evicted = x is None and self._evicted.get(sampling_session_id) == user
+        if evicted:
+            raise NotFoundError(
+                f"no sampling session {sampling_session_id!r}: it was closed to make room (you had "
+                f"max_samplers_per_user={self.config.max_samplers_per_user} open and this one was the least "
+                "recently used); create a new sampling client"
+            )
         if x is None or x.owner != user:
             raise NotFoundError(f"no sampling session {sampling_session_id!r}")
+        x.last_used = time.monotonic()
         return x
 
     def sample(self, user: str, sampling_session_id: str, prompt: Any, num_samples: int, sampling_params: Any,
@@ -355,7 +425,14 @@ class ServerState:
         check_int64(params.seed, "sampling_params.seed")
         if not -(2**31) <= params.top_k < 2**31:
             raise BadRequestError("must fit in a signed 32-bit integer", field="sampling_params.top_k")
-        return x.engine.submit_sample(x.slot, prompt, num_samples, params, bool(prompt_logprobs), topk_prompt_logprobs)
+        with x.lock:  # released concurrently: its slot may be going away, so queue nothing on it
+            if x.released:
+                raise NotFoundError(f"no sampling session {sampling_session_id!r}")
+            future = x.engine.submit_sample(x.slot, prompt, num_samples, params, bool(prompt_logprobs),
+                                            topk_prompt_logprobs)
+            x.inflight.add(future)
+        future.add_done_callback(x.inflight.discard)
+        return future
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import weakref
 from typing import Any
 
 from mint import types
@@ -32,6 +33,22 @@ class RemoteSamplingClient(SamplingClient):
         self._base_model = base_model
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
+        # Like the in-process client (which frees its adapter-pool slot when collected): when this client
+        # is collected, its sampler session is closed on the server, by the session's background thread.
+        self._release = weakref.finalize(self, session.sampler_releases.put, sampling_session_id)
+        self._release.atexit = False
+
+    def close(self) -> None:
+        """Close the sampler session on the server now (its adapter-pool slot is freed there); later
+        samples fail with NotFoundError. Also done automatically when the client is garbage collected."""
+        if self._release.detach() is not None:
+            self._session.release_sampler_now(self.sampling_session_id)
+
+    def __enter__(self) -> "RemoteSamplingClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @classmethod
     def create(cls, session: Session, model_path: str | None = None, base_model: str | None = None) -> "RemoteSamplingClient":

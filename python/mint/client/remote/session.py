@@ -2,13 +2,17 @@
 
 Training and sampling clients (and their pending futures) hold the session, so it lives as long as any
 of them; when the last one is garbage collected the heartbeat stops and the session is finished on the
-server, which releases its adapters and sampler slots (checkpoints stay).
+server, which releases its adapters and sampler slots (checkpoints stay). A sampling client that is
+closed or collected earlier closes its own sampler session (DELETE /samplers/{id}); collected ones are
+closed by the heartbeat thread, never from inside the garbage collector.
 """
 
 from __future__ import annotations
 
 import itertools
+import queue
 import threading
+import time
 import weakref
 from typing import Any, Callable, TypeVar
 
@@ -21,18 +25,42 @@ T = TypeVar("T")
 HEARTBEAT_SECONDS = 10.0  # the Tinker SDK's period
 
 
-def _heartbeat(transport: Transport, session_id: str, stop: threading.Event, period: float) -> None:
-    while not stop.wait(period):
+def _heartbeat(transport: Transport, session_id: str, stop: threading.Event, period: float,
+               releases: "queue.SimpleQueue[str | None]") -> None:
+    """Beat every ``period`` seconds until ``stop`` is set; in between, close the sampler sessions whose
+    ids arrive in ``releases`` (put there by garbage-collected sampling clients; None wakes the thread)."""
+    next_beat = time.monotonic() + period
+    while not stop.is_set():
         try:
-            transport.request("POST", "/session_heartbeat", json_body={"session_id": session_id}, timeout=10)
-        except MintError:  # a missed beat is not fatal; the next one may get through
-            continue
+            sampler_id = releases.get(timeout=max(0.0, next_beat - time.monotonic()))
+        except queue.Empty:
+            sampler_id = None
+        if stop.is_set():
+            return
+        if sampler_id is not None:
+            _release_sampler(transport, sampler_id)
+        if time.monotonic() >= next_beat:
+            next_beat = time.monotonic() + period
+            try:
+                transport.request("POST", "/session_heartbeat", json_body={"session_id": session_id}, timeout=10)
+            except MintError:  # a missed beat is not fatal; the next one may get through
+                continue
 
 
-def _finish(transport: Transport, session_id: str, stop: threading.Event) -> None:
+def _release_sampler(transport: Transport, sampler_id: str) -> None:
+    """DELETE the sampler session on the server (best effort: an already released one is not an error)."""
+    try:
+        transport.request("DELETE", f"/samplers/{sampler_id}", timeout=10)
+    except MintError:  # gone already (evicted, session finished) or unreachable: the server frees it anyway
+        pass
+
+
+def _finish(transport: Transport, session_id: str, stop: threading.Event,
+            releases: "queue.SimpleQueue[str | None]") -> None:
     """Stop the heartbeat and tell the server the session is over, so it frees the session's adapters and
     sampler slots now rather than when the session times out. One quick attempt; errors are ignored."""
     stop.set()
+    releases.put(None)  # wake the heartbeat thread so it exits now
     try:
         transport._client.post(transport.url(f"/sessions/{session_id}/finish"), timeout=2.0)
     except Exception:  # noqa: BLE001 - best effort: the server also ends sessions that stop beating
@@ -60,18 +88,27 @@ class Session:
         self._model_seq = itertools.count()
         self._sampling_seq = itertools.count()
         self._stop = threading.Event()
+        # Sampler ids to close on the server. SimpleQueue.put is safe in a weakref callback (it never
+        # blocks and is reentrant), so sampling clients can hand their ids over when collected.
+        self.sampler_releases: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         thread = threading.Thread(
-            target=_heartbeat, args=(transport, self.session_id, self._stop, heartbeat_seconds),
+            target=_heartbeat,
+            args=(transport, self.session_id, self._stop, heartbeat_seconds, self.sampler_releases),
             name=f"mint-heartbeat-{self.session_id[:8]}", daemon=True,
         )
         thread.start()
         # When the last client of this session is gone, end it (not at interpreter exit: the server may be gone).
-        self._finalizer = weakref.finalize(self, _finish, transport, self.session_id, self._stop)
+        self._finalizer = weakref.finalize(self, _finish, transport, self.session_id, self._stop,
+                                           self.sampler_releases)
         self._finalizer.atexit = False
 
     def close(self) -> None:
         """End the session now: its training adapters and samplers are released on the server."""
         self._finalizer()
+
+    def release_sampler_now(self, sampler_id: str) -> None:
+        """Close a sampler session on the server now (blocking, errors ignored)."""
+        _release_sampler(self.transport, sampler_id)
 
     def next_model_seq_id(self) -> int:
         return next(self._model_seq)

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from mint import storage, types
 from mint.client.rest import RestClient, _address
-from mint.errors import ConflictError, PermissionDeniedError
+from mint.errors import ConflictError, NotFoundError, PermissionDeniedError
 from mint.server import deps
 from mint.server.routes._body import Body
 from mint.server.state import check_readable, tinker_path
@@ -66,17 +66,28 @@ def wire(value: Any) -> Any:
     return _tinker_paths(value.model_dump(mode="json"))
 
 
-def _as(user: str, fn: Callable[..., Any], *args) -> Any:
+def _as(user: str, missing: str, fn: Callable[..., Any], *args) -> Any:
+    """``fn(*args)`` run as ``user``, its result in the wire shape. A missing resource and another user's
+    (NotFoundError / PermissionDeniedError, whichever storage raised) both become ``NotFoundError(missing)``:
+    the same status, type and message, so the answer does not tell whether the id exists."""
     with storage.acting_user(user):
         try:
             out = fn(*args)
-        except PermissionDeniedError:
-            raise PermissionDeniedError("not found") from None
+        except (NotFoundError, PermissionDeniedError):
+            raise NotFoundError(missing) from None
         except ConflictError:  # publishing a public checkpoint (or unpublishing a private one) is a no-op
             out = None
     if out is None:
         return JSONResponse(None)
     return wire(out)
+
+
+def _no_run(run_id: str) -> str:
+    return f"no training run {run_id!r}"
+
+
+def _no_checkpoint(addr: Any) -> str:
+    return f"no checkpoint {addr}"
 
 
 class WeightsInfo(Body):
@@ -90,48 +101,51 @@ class Ttl(Body):
 @router.get("/training_runs")
 def list_training_runs(limit: int = Query(20, ge=1, le=1000), offset: int = Query(0, ge=0),
                        access_scope: Literal["owned", "accessible"] = "owned", user: str = Depends(deps.user)):
-    return _as(user, RestClient()._list_runs, limit, offset, access_scope)
+    return _as(user, "no training runs", RestClient()._list_runs, limit, offset, access_scope)
 
 
 @router.get("/training_runs/{run_id}")
 def get_training_run(run_id: str, access_scope: Literal["owned", "accessible"] = "owned", user: str = Depends(deps.user)):
-    return _as(user, RestClient()._get_run, run_id, access_scope)
+    return _as(user, _no_run(run_id), RestClient()._get_run, run_id, access_scope)
 
 
 @router.get("/training_runs/{run_id}/checkpoints")
 def list_checkpoints(run_id: str, user: str = Depends(deps.user)):
-    return _as(user, RestClient()._list_checkpoints, run_id)
+    return _as(user, _no_run(run_id), RestClient()._list_checkpoints, run_id)
 
 
 @router.get("/checkpoints")
 def list_user_checkpoints(limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0),
                           user: str = Depends(deps.user)):
-    return _as(user, RestClient()._list_user_checkpoints, limit, offset)
+    return _as(user, "no checkpoints", RestClient()._list_user_checkpoints, limit, offset)
 
 
 @router.post("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/publish")
 def publish(run_id: str, checkpoint_id: str, user: str = Depends(deps.user)):
-    return _as(user, RestClient()._set_public, _address(run_id, checkpoint_id), True)
+    addr = _address(run_id, checkpoint_id)
+    return _as(user, _no_checkpoint(addr), RestClient()._set_public, addr, True)
 
 
 @router.delete("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/publish")
 def unpublish(run_id: str, checkpoint_id: str, user: str = Depends(deps.user)):
-    return _as(user, RestClient()._set_public, _address(run_id, checkpoint_id), False)
+    addr = _address(run_id, checkpoint_id)
+    return _as(user, _no_checkpoint(addr), RestClient()._set_public, addr, False)
 
 
 # Declared after the routes with a suffix: a {checkpoint_id:path} would also match ".../publish".
 @router.delete("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}")
 def delete_checkpoint(run_id: str, checkpoint_id: str, user: str = Depends(deps.user)):
-    return _as(user, lambda: storage.delete_checkpoint(_address(run_id, checkpoint_id)))
+    addr = _address(run_id, checkpoint_id)
+    return _as(user, _no_checkpoint(addr), storage.delete_checkpoint, addr)
 
 
 @router.put("/training_runs/{run_id}/checkpoints/{checkpoint_id:path}/ttl")
 def set_ttl(run_id: str, checkpoint_id: str, body: Ttl, user: str = Depends(deps.user)):
     path = str(_address(run_id, checkpoint_id))
-    return _as(user, RestClient()._set_ttl, path, body.ttl_seconds)
+    return _as(user, _no_checkpoint(path), RestClient()._set_ttl, path, body.ttl_seconds)
 
 
 @router.post("/weights_info")
 def weights_info(body: WeightsInfo, user: str = Depends(deps.user)):
-    check_readable(user, body.tinker_path, "tinker_path")
-    return _as(user, RestClient()._weights_info, body.tinker_path)
+    addr, _ = check_readable(user, body.tinker_path, "tinker_path")
+    return _as(user, _no_checkpoint(addr), RestClient()._weights_info, body.tinker_path)

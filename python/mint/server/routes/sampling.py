@@ -1,4 +1,4 @@
-"""Sampling: create_sampling_session, samplers/{id}, asample."""
+"""Sampling: create_sampling_session, samplers/{id} (GET, DELETE), asample."""
 
 from __future__ import annotations
 
@@ -51,6 +51,15 @@ def get_sampler(sampler_id: str, st: ServerState = Depends(deps.state), user: st
     x = st.sampler(user, sampler_id)
     return {"sampler_id": sampler_id, "base_model": x.engine.base_model,
             "model_path": tinker_path(x.model_path) if x.model_path else None}
+
+
+@router.delete("/samplers/{sampler_id}")
+def release_sampler(sampler_id: str, st: ServerState = Depends(deps.state), user: str = Depends(deps.user)):
+    """Close a sampler session (its owner only; 404 otherwise): no more samples can be requested on it, and
+    its adapter-pool slot is freed once the samples already queued finish. mint's remote SamplingClient
+    calls this when it is closed or garbage collected."""
+    st.release_sampler(user, sampler_id)
+    return None
 
 
 @router.post("/asample")
