@@ -76,6 +76,23 @@ def counts(rows: list[tuple[list[int], int]]) -> tuple[int, int, int]:
     return real, weighted, len(rows) * max(len(t) for t, _ in rows)
 
 
+def linear_gflop(config, tokens: int, unembed_grad_tokens: int, lora_rank: int) -> float:
+    """GFLOP of one SFT step's linear layers for a Llama-style ``config``: base forward over ``tokens``, base
+    input-gradients (none into the frozen embedding, so layer 0's q/k/v/gate/up skip theirs), the unembedding's
+    input-gradient over ``unembed_grad_tokens``, and LoRA (rank ``lora_rank`` on every attention / MLP
+    projection: forward 2 GEMMs, backward 4). Attention score GEMMs, norms and the loss are left out."""
+    h, i = config.hidden_size, config.intermediate_size
+    kv = config.num_key_value_heads * (h // config.num_attention_heads)
+    shapes = [(h, h), (h, kv), (h, kv), (h, h), (h, i), (h, i), (i, h)]  # q k v o gate up down: (in, out)
+    per_layer = sum(a * b for a, b in shapes)
+    first_inputs = sum(a * b for a, b in shapes[:3] + shapes[4:6])  # inputs come from the frozen embedding
+    layers, vocab = config.num_hidden_layers, config.vocab_size
+    forward = 2 * tokens * (layers * per_layer + h * vocab)
+    backward = 2 * tokens * (layers * per_layer - first_inputs) + 2 * unembed_grad_tokens * h * vocab
+    lora = 6 * 2 * tokens * lora_rank * layers * sum(a + b for a, b in shapes)
+    return (forward + backward + lora) / 1e9
+
+
 # ---- runners ---------------------------------------------------------------------------------------
 
 
@@ -177,6 +194,11 @@ def run_case(name: str, case_rows: list, rank: int, rounds: int, padded: bool) -
     if padded:
         runners["mint_padded"] = bat_padded
     t = timed_rounds(runners, rounds)
+    from transformers import AutoConfig
+
+    from mint.engine.models import resolve_model_source
+
+    config = AutoConfig.from_pretrained(resolve_model_source(BASE))
     k = len(case_rows)
     real = sum(counts(r)[0] for r in case_rows)
     weighted = sum(counts(r)[1] for r in case_rows)
@@ -191,6 +213,11 @@ def run_case(name: str, case_rows: list, rank: int, rounds: int, padded: bool) -
         + ([["mint, batched, padded pass (before packing)", f"{t['mint_padded']:.2f}",
              f"{t['peft'] / t['mint_padded']:.2f}x"]] if padded else []),
     )
+    peft_gflop = linear_gflop(config, padded, padded, rank)
+    mint_gflop = linear_gflop(config, real, weighted, rank)
+    print(f"linear-layer work per round: PEFT {peft_gflop:.0f} GFLOP ({peft_gflop / t['peft']:.1f} GFLOP/s), "
+          f"mint {mint_gflop:.0f} GFLOP ({mint_gflop / t['mint_batched']:.1f} GFLOP/s batched); "
+          f"work ratio {peft_gflop / mint_gflop:.2f}x")
     return t
 
 
