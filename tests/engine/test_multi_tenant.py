@@ -75,7 +75,7 @@ def test_pending_requests_are_batched(tiny_llama):
     trainers = [service.create_lora_training_client(base_model=tiny_llama, rank=4, seed=i) for i in range(3)]
     engine = trainers[0]._engine
     passes = []
-    handle = engine.model.model.layers[0].register_forward_hook(lambda m, i, o: passes.append(i[0].shape[0]))
+    handle = engine.model.model.layers[0].register_forward_hook(lambda m, i, o: passes.append(tuple(i[0].shape[:2])))
     try:
         gate = engine.submit(time.sleep, 0.3)
         fbs = [t.forward_backward(make_data(i, n=2)) for i, t in enumerate(trainers)]
@@ -85,7 +85,9 @@ def test_pending_requests_are_batched(tiny_llama):
         [o.result() for o in opts]
     finally:
         handle.remove()
-    assert passes == [6]  # one pass over the 3 x 2 rows
+    # one pass over the 3 x 2 datums, packed back to back in one row without padding
+    tokens = sum(len(d.model_input.to_ints()) for i in range(3) for d in make_data(i, n=2))
+    assert passes == [(1, tokens)]
     assert [len(o.loss_fn_outputs) for o in outs] == [2, 2, 2]
 
 

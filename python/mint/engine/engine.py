@@ -33,6 +33,7 @@ from mint.engine.adapter_pool import AdapterPool, AdapterSpec
 from mint.engine.batching import check_tokens, pack
 from mint.engine.lora_layers import ATTN, MLP, UNEMBED, LoraBatch, LoraContext, inject_lora
 from mint.engine import logprobs as logprob_passes
+from mint.engine import packed_pass
 from mint.engine.losses import resolve as resolve_loss
 from mint.engine.models import LoadedModel
 from mint.engine.optimizer import AdapterOptimizerState, fused_step
@@ -71,6 +72,7 @@ class Engine:
         self.max_sample_rows = 64
         self.max_batch_clients = 32
         self.gather_s = 0.005
+        self.packed_passes = packed_pass.supports(self.model)  # False: padded [B, L] passes (any model)
         self._decode = DecodeBatch(self.model, self.context, self.tokenizer, self.max_context)
         self._deferred_free: set[int] = set()
         self._worker = threading.Thread(target=self._run, name=f"mint-engine-{self.base_model}", daemon=True)
@@ -319,6 +321,8 @@ class Engine:
 
     def _forward_backward_many(self, prepared: list[tuple], backward: bool) -> list[types.ForwardBackwardOutput]:
         """One pass over the rows of several requests (each adapter in its own segments), one backward."""
+        if self.packed_passes:
+            return packed_pass.forward_backward_many(self, prepared, backward)
         width = max(p[4].input_ids.shape[1] for p in prepared)
 
         def pad(t: torch.Tensor) -> torch.Tensor:
