@@ -10,7 +10,6 @@
 // when a chunk has enough work to pay for a thread.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <ATen/cpu/vec/vec.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/VariableTypeUtils.h>
 #include <torch/library.h>
@@ -21,37 +20,35 @@ namespace mint {
 namespace {
 
 using at::Tensor;
-using Vec = at::vec::Vectorized<float>;
 
-// sum_i a[i] * b[i] with one vector accumulator, then a scalar tail: a fixed order for a given n.
-inline float dot(const float* a, const float* b, int64_t n) {
-  Vec acc(0.0f);
+// Plain loops written for the compiler's auto-vectoriser (-O3 -march=native): no reduction is
+// reassociated behind our back, so every order below is fixed by the sizes alone.
+constexpr int64_t kLanes = 16;
+
+// sum_i a[i] * b[i]: kLanes partial sums (lane l takes i = l mod kLanes), summed in lane order, then
+// the tail.
+inline float dot(const float* __restrict a, const float* __restrict b, int64_t n) {
+  float part[kLanes] = {};
   int64_t i = 0;
-  for (; i + Vec::size() <= n; i += Vec::size()) {
-    acc = at::vec::fmadd(Vec::loadu(a + i), Vec::loadu(b + i), acc);
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int64_t l = 0; l < kLanes; ++l) part[l] += a[i + l] * b[i + l];
   }
-  float lanes[Vec::size()];
-  acc.store(lanes);
   float s = 0.0f;
-  for (int64_t l = 0; l < Vec::size(); ++l) s += lanes[l];
+  for (int64_t l = 0; l < kLanes; ++l) s += part[l];
   for (; i < n; ++i) s += a[i] * b[i];
   return s;
 }
 
-// y[j] += scale * sum_k h[k] * b[k * out + j], k in [0, r), in that order for every j.
-inline void expand_row(float* y, const float* h, const float* b, int64_t r, int64_t out, float scale) {
-  int64_t j = 0;
-  const Vec vscale(scale);
-  for (; j + Vec::size() <= out; j += Vec::size()) {
-    Vec s(0.0f);
-    for (int64_t k = 0; k < r; ++k) s = at::vec::fmadd(Vec(h[k]), Vec::loadu(b + k * out + j), s);
-    at::vec::fmadd(s, vscale, Vec::loadu(y + j)).store(y + j);
+// y[j] += scale * sum_k h[k] * b[k * out + j], k in [0, r) in that order for every j (acc: out floats).
+inline void expand_row(float* __restrict y, const float* __restrict h, const float* __restrict b, int64_t r,
+                       int64_t out, float scale, float* __restrict acc) {
+  for (int64_t j = 0; j < out; ++j) acc[j] = h[0] * b[j];
+  for (int64_t k = 1; k < r; ++k) {
+    const float hk = h[k];
+    const float* __restrict bk = b + k * out;
+    for (int64_t j = 0; j < out; ++j) acc[j] += hk * bk[j];
   }
-  for (; j < out; ++j) {
-    float s = 0.0f;
-    for (int64_t k = 0; k < r; ++k) s += h[k] * b[k * out + j];
-    y[j] += scale * s;
-  }
+  for (int64_t j = 0; j < out; ++j) y[j] += scale * acc[j];
 }
 
 std::string shape_str(const Tensor& t) {
@@ -117,11 +114,12 @@ void lora_rows_inplace_cpu(const Tensor& y, const Tensor& x, const Tensor& lora_
   float* yp = y.data_ptr<float>();
   const int64_t x_row = xc.stride(0), y_row = y.stride(0);
 
-  // Split rows across threads only when a chunk has about a million multiply-adds to do.
+  // Split rows across threads only when each chunk has a few million multiply-adds to do (about 100 us):
+  // decode batches of the attention / MLP projections run on the calling thread, without waking the pool.
   const int64_t per_row = max_rank * (in + out);
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(per_row, 1));
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 22) / std::max<int64_t>(per_row, 1));
   at::parallel_for(0, T, grain, [&](int64_t begin, int64_t end) {
-    std::vector<float> h(max_rank);
+    std::vector<float> h(max_rank), acc(out);
     for (int64_t t = begin; t < end; ++t) {
       const int64_t n = slots[t];
       if (n < 0) continue;
@@ -129,7 +127,7 @@ void lora_rows_inplace_cpu(const Tensor& y, const Tensor& x, const Tensor& lora_
       if (r == 0) continue;
       const float* a = ap + n * R * in;
       for (int64_t k = 0; k < r; ++k) h[k] = dot(xp + t * x_row, a + k * in, in);
-      expand_row(yp + t * y_row, h.data(), bp + n * R * out, r, out, scales[n]);
+      expand_row(yp + t * y_row, h.data(), bp + n * R * out, r, out, scales[n], acc.data());
     }
   });
 }

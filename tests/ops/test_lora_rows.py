@@ -27,11 +27,11 @@ def reference(y, x, a, b, slots, ranks, scales):
     return out
 
 
-@pytest.mark.parametrize("d_out", [29, 1000])  # 1000: rows are split across threads
+@pytest.mark.parametrize("d_out", [29, 20000])  # 20000: rows are split across threads
 def test_matches_reference_any_row_order(d_out):
     a, b, ranks, scales = pool(d_out=d_out)
     gen = torch.Generator().manual_seed(1)
-    rows = 300 if d_out == 1000 else 11
+    rows = 300 if d_out > 1000 else 11
     slots = torch.randint(-1, 5, (rows,), generator=gen)
     x = torch.randn(rows, 37, generator=gen)
     y = torch.randn(rows, d_out, generator=gen)
@@ -42,7 +42,7 @@ def test_matches_reference_any_row_order(d_out):
     assert torch.equal(out[untouched], y[untouched])
 
 
-@pytest.mark.parametrize("d_out", [29, 1000])
+@pytest.mark.parametrize("d_out", [29, 20000])
 def test_a_row_gives_the_same_bits_in_any_batch(d_out):
     a, b, ranks, scales = pool(d_out=d_out)
     gen = torch.Generator().manual_seed(2)
