@@ -158,12 +158,14 @@ def bench_sampling(adapters: int, n_prompts: int, new_tokens: int, rank: int, ro
 
     t_mint, t_peft = [], []
     for r in range(rounds):
-        for fn, times in ((run_mint, t_mint), (run_peft, t_peft)):
-            start = time.perf_counter()
+        cpu = {}
+        for name, fn, times in (("mint", run_mint, t_mint), ("peft", run_peft, t_peft)):
+            start, start_cpu = time.perf_counter(), time.process_time()
             produced = fn()
             times.append(time.perf_counter() - start)
-        print(f"round {r}: mint {t_mint[-1]:.2f} s, HF generate + PEFT {t_peft[-1]:.2f} s "
-              f"({produced} tokens each)", flush=True)
+            cpu[name] = time.process_time() - start_cpu  # all threads of this process
+        print(f"round {r}: mint {t_mint[-1]:.2f} s ({cpu['mint']:.1f} CPU s), HF generate + PEFT {t_peft[-1]:.2f} s "
+              f"({cpu['peft']:.1f} CPU s), {produced} tokens each", flush=True)
     return min(t_mint), min(t_peft)
 
 
