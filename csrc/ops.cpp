@@ -24,6 +24,10 @@ TORCH_LIBRARY(mint, m) {
         "Tensor seg_adapter, Tensor lora_ranks, Tensor lora_scales) -> (Tensor grad_h, Tensor grad_lora_b)");
   m.def("lora_shrink_backward(Tensor grad_h, Tensor x, Tensor lora_a, Tensor seg_indptr, "
         "Tensor seg_adapter, Tensor lora_ranks) -> (Tensor grad_x, Tensor grad_lora_a)");
+  // decode-sized batches: y[t] += scale[n] * (x[t] @ A[n,:r]^T) @ B[n,:r], n = row_slot[t] (-1 = none);
+  // each row computed on its own (batch invariant), in place, not differentiable; CPU, float32
+  m.def("lora_rows_(Tensor(a!) y, Tensor x, Tensor lora_a, Tensor lora_b, Tensor row_slot, "
+        "Tensor lora_ranks, Tensor lora_scales) -> ()");
 
   // ---- fused multi-group AdamW ----
   // hyperparams: float64 [G, 6] = (lr, beta1, beta2, eps, weight_decay, max_grad_norm; 0 = no clip)

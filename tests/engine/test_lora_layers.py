@@ -95,3 +95,32 @@ def test_load_rejects_mismatched_tensors():
     bad["model.layers.0.mlp.up_proj.lora_a"] = torch.zeros(3, 12)
     with pytest.raises(ValueError, match="shape"):
         pool.load(slot, bad)
+
+
+def test_decode_rows_match_the_segmented_path_and_training_keeps_it():
+    """LoraBatch(decode=True) (per-row kernel, one token per row) gives the segmented ops' result; under
+    autograd the layer uses the differentiable ops instead."""
+    ctx, layers = _layers()
+    pool = AdapterPool(layers, capacity=2, max_rank=4)
+    a = pool.allocate(AdapterSpec(rank=3, kinds=frozenset({ATTN, MLP})))
+    b = pool.allocate(AdapterSpec(rank=2, kinds=frozenset({MLP})))
+    for slot in (a, b):
+        for _, view in pool.parameters(slot):
+            view.normal_()
+    slots = [b, -1, a, a, b, -1, a]
+    x = torch.randn(len(slots), 1, 12)
+    for layer in layers.values():
+        ctx.batch = LoraBatch(slots)
+        with torch.no_grad():
+            expected = layer(x)
+        ctx.batch = LoraBatch(slots, decode=True)
+        with torch.no_grad(), torch.profiler.profile() as prof:
+            got = layer(x)
+        assert any(e.name == "mint::lora_rows_" for e in prof.events())  # the per-row kernel did run
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+        xg = x.clone().requires_grad_()
+        out = layer(xg)  # grad mode: differentiable path
+        out.sum().backward()
+        torch.testing.assert_close(out.detach(), expected, rtol=1e-5, atol=1e-5)
+        assert xg.grad is not None
+    ctx.batch = None

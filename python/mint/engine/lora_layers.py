@@ -17,12 +17,18 @@ class LoraBatch:
 
     Layers see activations [B, L, features]; the segments over the B*L flattened tokens depend on L (the
     unembedding may see fewer positions than the attention layers), so they are built per L and cached.
+
+    ``decode=True`` marks a one-token-per-row decode step: float32 CPU layers then apply each row's adapter
+    with the per-row kernel ``mint::lora_rows_`` (no GEMM per slot; a row's result does not depend on the
+    other rows), using ``slot_tensor`` (int64 [B], built once per forward).
     """
 
-    def __init__(self, row_slots: list[int]):
+    def __init__(self, row_slots: list[int], decode: bool = False):
         self.row_slots = [int(s) for s in row_slots]
         self._segments: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.active = any(s >= 0 for s in self.row_slots)
+        self.decode = decode
+        self.slot_tensor = torch.tensor(self.row_slots, dtype=torch.int64) if decode else None
 
     def segments(self, row_len: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(seg_indptr int64 [S+1], seg_adapter int64 [S]) for rows of ``row_len`` tokens; equal neighbours merge."""
@@ -83,11 +89,19 @@ class MultiLoraLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
         batch = self.context.batch
-        if batch is None or not batch.active or not self.has_adapters:
+        if batch is None or not batch.active:
             return y
         rows = len(batch.row_slots)
         if x.dim() != 3 or x.shape[0] != rows:
             raise RuntimeError(f"LoRA layer got activations {tuple(x.shape)} for a batch of {rows} rows")
+        if (batch.decode and x.shape[1] == 1 and x.device.type == "cpu" and x.dtype == torch.float32
+                and y.dtype == torch.float32 and not torch.is_grad_enabled()):
+            # rows whose slot has rank 0 in this layer are skipped by the kernel
+            ops.lora_rows_(y.view(rows, self.out_features), x.reshape(rows, self.in_features), self.lora_a,
+                           self.lora_b, batch.slot_tensor, self.ranks, self.scales)
+            return y
+        if not self.has_adapters:
+            return y
         seg_indptr, seg_adapter = batch.segments(x.shape[1])
         return ops.lora_apply(y, x, self.lora_a, self.lora_b, seg_indptr, seg_adapter, self.ranks, self.scales)
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from mint import ops, types
+from mint.engine.kv_cache import SlabLayer, all_slab, slab_cache
 from mint.engine.lora_layers import LoraBatch, LoraContext
 from mint.errors import InternalServerError
 
@@ -76,11 +77,9 @@ class StopChecker:
         return False
 
 
-def _left_pad(t: torch.Tensor, length: int) -> torch.Tensor:
-    """Pad the sequence dimension (-2 for [B, H, L, D] caches, -1 for [B, L] masks) on the left with zeros."""
-    if t.dim() == 2:
-        return F.pad(t, (length - t.shape[-1], 0))
-    return F.pad(t, (0, 0, length - t.shape[-2], 0))
+def _left_pad(mask: torch.Tensor, length: int) -> torch.Tensor:
+    """Pad a [B, L] mask on the left with zeros to [B, length]."""
+    return F.pad(mask, (length - mask.shape[-1], 0))
 
 
 @dataclass
@@ -134,24 +133,20 @@ class DecodeBatch:
         return {row.pending.request.slot for row in self.rows}
 
     def can_merge(self) -> bool:
-        """New requests can join a running batch only when every cache layer is a plain growing one."""
-        from transformers.cache_utils import DynamicLayer
+        """New requests can join a running batch only when every cache layer is a SlabLayer (full attention)."""
+        return self.cache is None or all_slab(self.cache)
 
-        return self.cache is None or all(type(layer) is DynamicLayer for layer in self.cache.layers)
-
-    def _forward(self, ids, mask, positions, slots, cache, logits_to_keep=1):
-        self.context.batch = LoraBatch(slots)
+    def _forward(self, ids, mask, positions, slots, cache, logits_to_keep=1, decode=False):
+        self.context.batch = LoraBatch(slots, decode=decode)
         try:
             return self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                               logits_to_keep=logits_to_keep, **{self.kw: cache})
         finally:
             self.context.batch = None
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def admit(self, items: list[tuple[SampleRequest, Any]]) -> None:
         """Prefill ``items`` (request, handle) and add their samples to the batch."""
-        from transformers import DynamicCache
-
         requests = [r for r, _ in items]
         lengths = [len(r.prompt) for r in requests]
         width = max(lengths)
@@ -162,7 +157,7 @@ class DecodeBatch:
             mask[i, width - lengths[i] :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         want_prompt = any(r.wants_prompt_logprobs for r in requests)
-        cache = DynamicCache(config=self.model.config)
+        cache = slab_cache(self.model.config)
         # logits_to_keep=0 keeps every position (needed only for prompt log-probs).
         out = self._forward(ids, mask, positions, [r.slot for r in requests], cache, 0 if want_prompt else 1)
         pendings = []
@@ -188,8 +183,7 @@ class DecodeBatch:
         else:
             length = max(self.mask.shape[1], mask.shape[1])
             for old, new in zip(self.cache.layers, cache.layers):
-                old.keys = torch.cat([_left_pad(old.keys, length), _left_pad(new.keys, length)])
-                old.values = torch.cat([_left_pad(old.values, length), _left_pad(new.values, length)])
+                old.append_rows(new)
             self.mask = torch.cat([_left_pad(self.mask, length), _left_pad(mask, length)])
             self.logits = torch.cat([self.logits, logits])
         self.rows += rows
@@ -200,7 +194,7 @@ class DecodeBatch:
         self.rows, self.cache, self.mask, self.logits = [], None, None, None
         return [(h, exc) for h in handles]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step(self) -> list[tuple[Any, types.SampleResponse]]:
         """Sample one token for every live row, retire finished rows, and run the next decode forward.
 
@@ -242,20 +236,21 @@ class DecodeBatch:
             return done
         if len(keep) < len(rows):
             sel = torch.tensor(keep, dtype=torch.int64)
-            self.cache.batch_select_indices(sel)
             self.mask = self.mask.index_select(0, sel)
             next_tokens = next_tokens.index_select(0, sel)
             self.rows = [rows[j] for j in keep]
-            first = int(self.mask.any(0).to(torch.int8).argmax())
-            if first > 0:  # columns that are padding for every remaining row
-                self.mask = self.mask[:, first:]
-                for layer in self.cache.layers:
-                    layer.keys = layer.keys[:, :, first:]
-                    layer.values = layer.values[:, :, first:]
+            # columns that are padding for every remaining row are dropped (only with a mergeable cache)
+            first = int(self.mask.any(0).to(torch.int8).argmax()) if all_slab(self.cache) else 0
+            self.mask = self.mask[:, first:]
+            for layer in self.cache.layers:
+                if isinstance(layer, SlabLayer):
+                    layer.select(sel, first)
+                else:
+                    layer.batch_select_indices(sel)
         self.mask = torch.cat([self.mask, torch.ones(len(self.rows), 1, dtype=torch.int64)], dim=1)
         positions = torch.tensor([len(r.pending.request.prompt) + len(r.tokens) - 1 for r in self.rows])[:, None]
         out = self._forward(next_tokens[:, None], self.mask, positions,
-                            [r.pending.request.slot for r in self.rows], self.cache)
+                            [r.pending.request.slot for r in self.rows], self.cache, decode=True)
         self.logits = out.logits[:, -1, :].float()
         return done
 

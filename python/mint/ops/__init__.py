@@ -13,6 +13,7 @@ from mint.ops.lora import (  # noqa: E402
     lora_apply_by_token,
     lora_expand,
     lora_expand_,
+    lora_rows_,
     lora_shrink,
     segments_from_adapter_ids,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "lora_apply_by_token",
     "lora_expand",
     "lora_expand_",
+    "lora_rows_",
     "lora_shrink",
     "sample",
     "segments_from_adapter_ids",

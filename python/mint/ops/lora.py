@@ -48,6 +48,11 @@ def _lora_shrink_backward_fake(grad_h, x, lora_a, seg_indptr, seg_adapter, lora_
     return x.new_empty(x.shape), lora_a.new_empty(lora_a.shape)
 
 
+@torch.library.register_fake("mint::lora_rows_")
+def _lora_rows_inplace_fake(y, x, lora_a, lora_b, row_slot, lora_ranks, lora_scales):
+    return None
+
+
 # ---- autograd ------------------------------------------------------------------------------------
 
 
@@ -244,3 +249,28 @@ def lora_apply_by_token(
     inverse = torch.empty_like(perm)
     inverse[perm] = torch.arange(perm.numel(), dtype=perm.dtype, device=perm.device)
     return out_sorted[inverse].reshape(y.shape)
+
+
+def lora_rows_(
+    y: torch.Tensor,
+    x: torch.Tensor,
+    lora_a: torch.Tensor,
+    lora_b: torch.Tensor,
+    row_slot: torch.Tensor,
+    lora_ranks: torch.Tensor,
+    lora_scales: torch.Tensor,
+) -> torch.Tensor:
+    """Per-row fused LoRA for decode-sized batches, in place: ``y[t] += scale[n] * (x[t] @ A[n,:r].T) @ B[n,:r]``.
+
+    Args:
+        y: [T, out] float32, unit stride in the last dim (updated in place; rows with slot -1 or rank 0
+            are not written).
+        x: [T, in] float32; lora_a: [N, R, in]; lora_b: [N, R, out] float32.
+        row_slot: int64 [T], the adapter slot of each row (-1 = none), rows in any order.
+        lora_ranks: int64 [N]; lora_scales: float32 [N].
+    Returns:
+        y. Each row is computed independently of the others, in an order fixed by the layer sizes, so a
+        row gives the same bits in any batch. CPU only; not differentiable (use :func:`lora_apply` to train).
+    """
+    _ops.lora_rows_(y, x, lora_a, lora_b, row_slot, lora_ranks, lora_scales)
+    return y
