@@ -248,7 +248,7 @@ def test_rest_client_and_other_users(remote, base_url, tiny_llama):
     assert rest.list_checkpoints(trainer.model_id).result().checkpoints == []
 
 
-def test_async_twins_and_future_semantics(remote, tiny_llama):
+def test_async_twins_and_future_semantics(remote, tiny_llama, monkeypatch):
     trainer = remote.create_lora_training_client(base_model=tiny_llama, rank=2, seed=4)
 
     async def run():
@@ -264,7 +264,17 @@ def test_async_twins_and_future_semantics(remote, tiny_llama):
     out, step, sampled, lps, run = asyncio.run(run())
     assert "loss:sum" in out.metrics and step is not None
     assert len(sampled.sequences) == 2 and len(lps) == len(PROMPT) and run.id == trainer.model_id
-    # done() does not block on an unfinished request; result(timeout) raises TimeoutError.
+    # done() does not block on an unfinished request; result(timeout) raises TimeoutError. The server runs
+    # in this process: each decode step is slowed so that the request surely outlives the short timeout.
+    from mint.engine.sampler import DecodeBatch
+
+    real_step = DecodeBatch.step
+
+    def slow_step(self):
+        time.sleep(0.01)
+        return real_step(self)
+
+    monkeypatch.setattr(DecodeBatch, "step", slow_step)
     sampler = remote.create_sampling_client(base_model=tiny_llama)
     long = sampler.sample(PROMPT, 1, types.SamplingParams(max_tokens=40, temperature=1.0, seed=1))
     with pytest.raises(TimeoutError):
