@@ -202,9 +202,9 @@ def run_case(name: str, case_rows: list, rank: int, rounds: int, padded: bool) -
     k = len(case_rows)
     real = sum(counts(r)[0] for r in case_rows)
     weighted = sum(counts(r)[1] for r in case_rows)
-    padded = real if name == "fixed" else sum(counts(r)[2] for r in case_rows)
+    positions = real if name == "fixed" else sum(counts(r)[2] for r in case_rows)
     print_table(
-        f"{name}: {k} clients, {real} real input tokens ({weighted} weighted targets; PEFT runs {padded} padded "
+        f"{name}: {k} clients, {real} real input tokens ({weighted} weighted targets; PEFT runs {positions} padded "
         f"positions), rank {rank}, seconds per round (median of {rounds})",
         ["", "seconds", "vs PEFT sequential"],
         [["transformers + PEFT, one after another", f"{t['peft']:.2f}", "1.00x"],
@@ -213,7 +213,7 @@ def run_case(name: str, case_rows: list, rank: int, rounds: int, padded: bool) -
         + ([["mint, batched, padded pass (before packing)", f"{t['mint_padded']:.2f}",
              f"{t['peft'] / t['mint_padded']:.2f}x"]] if padded else []),
     )
-    peft_gflop = linear_gflop(config, padded, padded, rank)
+    peft_gflop = linear_gflop(config, positions, positions, rank)
     mint_gflop = linear_gflop(config, real, weighted, rank)
     print(f"linear-layer work per round: PEFT {peft_gflop:.0f} GFLOP ({peft_gflop / t['peft']:.1f} GFLOP/s), "
           f"mint {mint_gflop:.0f} GFLOP ({mint_gflop / t['mint_batched']:.1f} GFLOP/s batched); "
