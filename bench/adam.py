@@ -15,7 +15,7 @@ import argparse
 
 import torch
 
-from bench.common import bound_seconds, describe_limits, machine, machine_limits, median_time, print_table
+from bench.common import bound_seconds, describe_limits, interleaved_medians, machine, machine_limits, print_table
 from mint import ops
 
 PROJ = [(576, 576), (576, 192), (576, 192), (576, 576), (576, 1536), (576, 1536), (1536, 576)]
@@ -25,34 +25,41 @@ def lora_shapes(rank: int = 16, layers: int = 30) -> list[tuple[int, int]]:
     return [s for _ in range(layers) for d_in, d_out in PROJ for s in ((rank, d_in), (rank, d_out))]
 
 
-def make_groups(shape_groups: list[list[tuple[int, ...]]]):
-    gen = torch.Generator().manual_seed(0)
-    groups = []
-    for shapes in shape_groups:
-        params = [torch.randn(s, generator=gen) for s in shapes]
-        grads = [torch.randn(s, generator=gen) for s in shapes]
-        groups.append((params, grads))
-    return groups
+class Tensors:
+    """One set of params, grads and Adam moments per group, shared by every contender: the allocator and the
+    VM place large buffers on memory of different speed, so each contender must stream the same memory."""
+
+    def __init__(self, shape_groups: list[list[tuple[int, ...]]]):
+        gen = torch.Generator().manual_seed(0)
+        self.groups = []
+        for shapes in shape_groups:
+            params = [torch.randn(s, generator=gen) for s in shapes]
+            grads = [torch.randn(s, generator=gen) for s in shapes]
+            moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+            self.groups.append((params, grads, moments))
 
 
-def mint_runner(groups, lrs):
-    params = [p.clone() for ps, _ in groups for p in ps]
-    grads = [g for _, gs in groups for g in gs]
-    m = [torch.zeros_like(p) for p in params]
-    v = [torch.zeros_like(p) for p in params]
+def mint_runner(tensors: Tensors, lrs):
+    params = [p for ps, _, _ in tensors.groups for p in ps]
+    grads = [g for _, gs, _ in tensors.groups for g in gs]
+    m = [mv[0] for _, _, ms in tensors.groups for mv in ms]
+    v = [mv[1] for _, _, ms in tensors.groups for mv in ms]
     steps = torch.zeros(len(params), dtype=torch.int64)
-    gid = torch.tensor([i for i, (ps, _) in enumerate(groups) for _ in ps], dtype=torch.int64)
+    gid = torch.tensor([i for i, (ps, _, _) in enumerate(tensors.groups) for _ in ps], dtype=torch.int64)
     hp = torch.tensor([[lr, 0.9, 0.95, 1e-12, 0.01, 0.0] for lr in lrs], dtype=torch.float64)
     return lambda: ops.fused_adamw(params, grads, m, v, steps, gid, hp)
 
 
-def torch_runner(groups, lrs, **kwargs):
+def torch_runner(tensors: Tensors, lrs, **kwargs):
+    """One torch.optim.AdamW per group over the same storage (params wrap it, the state holds its moments)."""
     optims = []
-    for (ps, gs), lr in zip(groups, lrs):
-        params = [torch.nn.Parameter(p.clone()) for p in ps]
-        for p, g in zip(params, gs):
+    for (ps, gs, ms), lr in zip(tensors.groups, lrs):
+        params = [torch.nn.Parameter(p) for p in ps]
+        opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), eps=1e-12, weight_decay=0.01, **kwargs)
+        for p, g, (m, v) in zip(params, gs, ms):
             p.grad = g
-        optims.append(torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), eps=1e-12, weight_decay=0.01, **kwargs))
+            opt.state[p] = {"step": torch.tensor(0.0), "exp_avg": m, "exp_avg_sq": v}
+        optims.append(opt)
 
     def step():
         for opt in optims:
@@ -73,17 +80,18 @@ def main(argv: list[str] | None = None) -> None:
     }
     rows = []
     for name, shape_groups in cases.items():
-        groups = make_groups(shape_groups)
-        lrs = [1e-4 * (i + 1) for i in range(len(groups))]
-        numel = sum(p.numel() for ps, _ in groups for p in ps)
+        tensors = Tensors(shape_groups)
+        lrs = [1e-4 * (i + 1) for i in range(len(tensors.groups))]
+        numel = sum(p.numel() for ps, _, _ in tensors.groups for p in ps)
         bound = bound_seconds(28 * numel, 0, limits, memory="rmw")
-        t_mint = median_time(mint_runner(groups, lrs), args.repeats)
-        t_fused = median_time(torch_runner(groups, lrs, fused=True), args.repeats)
-        t_foreach = median_time(torch_runner(groups, lrs, foreach=True), args.repeats)
+        t = interleaved_medians({"mint": mint_runner(tensors, lrs),
+                                 "fused": torch_runner(tensors, lrs, fused=True),
+                                 "foreach": torch_runner(tensors, lrs, foreach=True)}, args.repeats)
+        t_mint, t_fused, t_foreach = t["mint"], t["fused"], t["foreach"]
         rows.append([name, f"{numel / 1e6:.1f}M", f"{t_mint * 1e3:.2f}", f"{t_fused * 1e3:.2f}",
                      f"{t_foreach * 1e3:.2f}", f"{t_fused / t_mint:.2f}x", f"{t_foreach / t_mint:.2f}x",
                      f"{bound / t_mint:.0%}", f"{bound / t_fused:.0%}"])
-    print_table(f"AdamW step, ms (median of {args.repeats}); bound = 28 B/param at the read-modify-write bandwidth",
+    print_table(f"AdamW step, ms (median of {args.repeats}, contenders interleaved on the same tensors); bound = 28 B/param at the read-modify-write bandwidth",
                 ["case", "params", "mint", "torch fused", "torch foreach", "vs fused", "vs foreach",
                  "mint of bound", "fused of bound"], rows)
 
