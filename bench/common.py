@@ -46,7 +46,14 @@ def machine() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    isa = torch.backends.cpu.get_cpu_capability()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            if " avx512_bf16" in fh.read():
+                isa += " + AVX512-BF16"
+    except OSError:
+        pass
+    return f"{cpu} ({isa}), {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def best_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:

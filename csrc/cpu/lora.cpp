@@ -1,13 +1,15 @@
 // CPU kernels of the multi-adapter segmented LoRA ops (schemas and layouts: csrc/ops.cpp).
 //
 // Work is grouped by adapter slot: the rows of every segment that uses slot n are handled by one
-// fp32 GEMM (a view when they form one contiguous range, a gathered copy otherwise). Each slot's
-// weights are converted to fp32 once per call, only slots that occur are touched, and every
+// GEMM (a view when they form one contiguous range, a gathered copy otherwise). Each slot's
+// weights are converted to the compute dtype once per call, only slots that occur are touched, and every
 // per-slot reduction (dA, dB) is a single GEMM over that slot's rows in segment order, so two
-// identical calls give identical bits. fp32 GEMMs write straight into the output (a row range, a
+// identical calls give identical bits. GEMMs write straight into the output (a row range, a
 // column slice or a pool slot) with the scale as alpha; outputs the plan covers completely are not
 // zero-filled, and gradient pools are zeroed only in the (slot, row) gaps no segment writes.
-// Reduced-precision inputs go through fp32 copies, so products accumulate in fp32 and round once.
+// Products accumulate in fp32 and round once. On CPUs with bf16 dot-product instructions (AVX512-BF16,
+// AMX) bf16 runs ATen's bf16 GEMMs, which accumulate in fp32 and beat converting first; elsewhere
+// (AVX2, where ATen's bf16 GEMM is ~20x slower) and for fp16 the inputs go through fp32 copies.
 #include <ATen/ATen.h>
 #include <ATen/MemoryOverlap.h>
 #include <ATen/Parallel.h>
@@ -17,6 +19,8 @@
 #include <torch/csrc/autograd/VariableTypeUtils.h>
 #include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
+
+#include <cpuinfo.h>
 
 #include <algorithm>
 #include <utility>
@@ -174,15 +178,28 @@ void for_each_slot(const std::vector<SlotRows>& plan, const Fn& fn) {
   });
 }
 
-// The slot's rows of `t` (dim 0) as fp32: a view or cast of a view for one range, else a gather.
-Tensor rows_f32(const Tensor& t, const SlotRows& sr) {
-  if (sr.ranges.size() == 1) {
-    return t.narrow(0, sr.ranges[0].first, sr.count).to(at::kFloat);
-  }
-  return t.index_select(0, sr.index).to(at::kFloat);
+bool cpu_has_bf16_dot() {
+  static const bool has = cpuinfo_initialize() &&
+                          (cpuinfo_has_x86_avx512bf16() || cpuinfo_has_x86_amx_bf16());
+  return has;
 }
 
-// Writes `src` (fp32, [rows, ...]) into the slot's rows of `dst`, converting to dst's dtype.
+// The dtype the GEMMs of a call run in (see the top of the file).
+at::ScalarType compute_type(at::ScalarType st) {
+  return st == at::kBFloat16 && cpu_has_bf16_dot() ? at::kBFloat16 : at::kFloat;
+}
+
+// The slot's rows of `t` (dim 0) in the compute dtype: a view or cast of a view for one range, else
+// a gather.
+Tensor rows_in_compute(const Tensor& t, const SlotRows& sr) {
+  const at::ScalarType ct = compute_type(t.scalar_type());
+  if (sr.ranges.size() == 1) {
+    return t.narrow(0, sr.ranges[0].first, sr.count).to(ct);
+  }
+  return t.index_select(0, sr.index).to(ct);
+}
+
+// Writes `src` (compute dtype, [rows, ...]) into the slot's rows of `dst`, converting to dst's dtype.
 void store_rows(Tensor& dst, const SlotRows& sr, const Tensor& src) {
   if (sr.ranges.size() == 1) {
     dst.narrow(0, sr.ranges[0].first, sr.count).copy_(src);
@@ -191,9 +208,9 @@ void store_rows(Tensor& dst, const SlotRows& sr, const Tensor& src) {
   }
 }
 
-// Rows [0, rank) of slot n of a [N, R, k] pool, as fp32 [rank, k].
+// Rows [0, rank) of slot n of a [N, R, k] pool, as [rank, k] in the compute dtype.
 Tensor slot_weights(const Tensor& pool, const SlotRows& sr) {
-  return pool.select(0, sr.slot).narrow(0, 0, sr.rank).to(at::kFloat);
+  return pool.select(0, sr.slot).narrow(0, 0, sr.rank).to(compute_type(pool.scalar_type()));
 }
 
 std::vector<float> read_scales(const char* op, const Tensor& lora_scales, int64_t N, const Tensor& ref) {
@@ -235,11 +252,11 @@ void check_shrink_args(const char* op, const Tensor& x, const Tensor& lora_a) {
               " (x.size(1)), got shape ", shape_str(lora_a));
 }
 
-// dst = alpha * m1 @ m2 (m1, m2 fp32; dst a view of an output of any dtype, any BLAS-able strides).
-// An fp32 dst is written by the GEMM itself (scale folded into alpha, no temporary, no extra pass);
-// other dtypes go through one fp32 temporary and are rounded once.
+// dst = alpha * m1 @ m2 (m1, m2 in the compute dtype; dst a view of an output of any dtype, any
+// BLAS-able strides). A dst of the compute dtype is written by the GEMM itself (scale folded into
+// alpha, no temporary, no extra pass); fp16 goes through one fp32 temporary and is rounded once.
 void mm_store(const Tensor& dst, const Tensor& m1, const Tensor& m2, double alpha) {
-  Tensor target = dst.scalar_type() == at::kFloat ? dst : at::empty(dst.sizes(), m1.options());
+  Tensor target = dst.scalar_type() == m1.scalar_type() ? dst : at::empty(dst.sizes(), m1.options());
   if (alpha == 1.0) {
     at::mm_out(target, m1, m2);
   } else {
@@ -248,7 +265,7 @@ void mm_store(const Tensor& dst, const Tensor& m1, const Tensor& m2, double alph
   if (!target.is_same(dst)) dst.copy_(target);
 }
 
-// Writes alpha * m1 @ m2 (fp32) into the slot's rows of `dst` [T, k]: straight into a view when the
+// Writes alpha * m1 @ m2 (compute dtype) into the slot's rows of `dst` [T, k]: straight into a view when the
 // rows form one range, else through a gather-ordered temporary and index_copy_.
 void mm_store_rows(const Tensor& dst, const SlotRows& sr, const Tensor& m1, const Tensor& m2,
                    double alpha) {
@@ -310,13 +327,13 @@ void expand_into(Tensor& dst, const Tensor& h, const Tensor& lora_b, const std::
                  const std::vector<float>& scales) {
   for_each_slot(plan, [&](const SlotRows& sr) {
     const Tensor b = slot_weights(lora_b, sr);
-    const Tensor hr = rows_f32(h.narrow(1, 0, sr.rank), sr);
-    if (dst.scalar_type() == at::kFloat && sr.ranges.size() == 1) {
+    const Tensor hr = rows_in_compute(h.narrow(1, 0, sr.rank), sr);
+    if (dst.scalar_type() == hr.scalar_type() && sr.ranges.size() == 1) {
       dst.narrow(0, sr.ranges[0].first, sr.count).addmm_(hr, b, 1.0, scales[sr.slot]);
       return;
     }
     Tensor d = dst;
-    store_rows(d, sr, at::addmm(rows_f32(dst, sr), hr, b, 1.0, scales[sr.slot]));
+    store_rows(d, sr, at::addmm(rows_in_compute(dst, sr), hr, b, 1.0, scales[sr.slot]));
   });
 }
 
@@ -331,7 +348,7 @@ Tensor lora_shrink_cpu(const Tensor& x, const Tensor& lora_a, const Tensor& seg_
   Tensor h = row_output({T, R}, x.options(), plan, R, /*full_rank=*/true);
   for_each_slot(plan, [&](const SlotRows& sr) {
     const Tensor a = slot_weights(lora_a, sr);
-    mm_store_rows(h.narrow(1, 0, sr.rank), sr, rows_f32(x, sr), a.t(), 1.0);
+    mm_store_rows(h.narrow(1, 0, sr.rank), sr, rows_in_compute(x, sr), a.t(), 1.0);
   });
   return h;
 }
@@ -381,8 +398,8 @@ std::tuple<Tensor, Tensor> lora_expand_backward_cpu(const Tensor& grad_y, const 
   for_each_slot(plan, [&](const SlotRows& sr) {
     const double scale = scales[sr.slot];
     const Tensor b = slot_weights(lora_b, sr);
-    const Tensor gy = rows_f32(grad_y, sr);
-    const Tensor hr = rows_f32(h.narrow(1, 0, sr.rank), sr);
+    const Tensor gy = rows_in_compute(grad_y, sr);
+    const Tensor hr = rows_in_compute(h.narrow(1, 0, sr.rank), sr);
     mm_store_rows(grad_h.narrow(1, 0, sr.rank), sr, gy, b.t(), scale);
     mm_store(grad_b.select(0, sr.slot).narrow(0, 0, sr.rank), hr.t(), gy, scale);
   });
@@ -407,8 +424,8 @@ std::tuple<Tensor, Tensor> lora_shrink_backward_cpu(const Tensor& grad_h, const 
   Tensor grad_a = grad_pool(lora_a, plan);
   for_each_slot(plan, [&](const SlotRows& sr) {
     const Tensor a = slot_weights(lora_a, sr);
-    const Tensor gh = rows_f32(grad_h.narrow(1, 0, sr.rank), sr);
-    const Tensor xr = rows_f32(x, sr);
+    const Tensor gh = rows_in_compute(grad_h.narrow(1, 0, sr.rank), sr);
+    const Tensor xr = rows_in_compute(x, sr);
     mm_store_rows(grad_x, sr, gh, a, 1.0);
     mm_store(grad_a.select(0, sr.slot).narrow(0, 0, sr.rank), gh.t(), xr, 1.0);
   });

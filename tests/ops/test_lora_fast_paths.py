@@ -121,3 +121,23 @@ def test_fast_paths_thread_counts(threads):
         check_all(([64, 192], [0, 1], [16, 16], 16, 576, 1536), torch.float32)
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("gathered", [False, True], ids=["contiguous", "gathered"])
+def test_reduced_precision_accumulates_in_fp32(dtype, gathered):
+    """Long reductions (in = 4096 for h and grad_x... rows = 1500 for grad_a, grad_b) round once.
+
+    bf16 runs bf16 GEMMs and fp16 fp32 copies; either way every output must be the float32 result
+    rounded to the dtype (half an ulp, plus float32 reordering noise), which a reduced-precision
+    accumulator over thousands of terms would miss by far."""
+    lens, adapters = ([700, 800], [0, 1]) if not gathered else ([400, 350, 400, 350], [0, 1, 0, 1])
+    x, y, h, gy, gh, a, b, indptr, seg, rk, sc = make(lens, adapters, [16, 16], 16, 4096, 96, dtype)
+    want = reference(x, y, h, gy, gh, a, b, indptr, seg, rk, sc)
+    got = [ops.lora_shrink(x, a, indptr, seg, rk), ops.lora_expand(y, h, b, indptr, seg, rk, sc),
+           *ops.lora_expand_backward(gy, h, b, indptr, seg, rk, sc), *ops.lora_shrink_backward(gh, x, a, indptr, seg, rk)]
+    half_ulp = 2.0 ** -(8 if dtype == torch.bfloat16 else 11)
+    for name, g, w in zip(["h", "out", "grad_h", "grad_b", "grad_x", "grad_a"], got, want):
+        err = (g.float() - w).abs()
+        allowed = w.abs() * half_ulp * 1.01 + 1e-5 * w.abs().max()
+        assert (err <= allowed).all(), f"{name}: max error {err.max().item():.3g} beyond one rounding"
