@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import threading
 import time
 from typing import Callable
 
@@ -34,6 +35,41 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 5, 
             fn()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def on_fresh_thread(fn: Callable[[], object]) -> object:
+    """``fn()`` on a new thread that ends with it; returns its result or raises its exception.
+
+    libgomp keeps an OpenMP thread pool for every thread that has run parallel torch ops, and while the pools
+    hold more threads than there are cores it all but stops spin-waiting, so every parallel region pays a
+    futex wake-up. Benchmarks that run contenders on different threads (mint's engine computes on its own
+    worker thread) therefore run each contender's work on a fresh thread: only the running contender's pool
+    exists (mint's worker exits ``Engine.idle_exit_s`` after its last request; see :func:`settle`)."""
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name="bench")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box.get("value")
+
+
+def settle() -> None:
+    """Wait until every idle mint engine's worker thread (and its OpenMP pool) has exited."""
+    from mint.engine import engine as engine_module
+
+    with engine_module._engines_lock:
+        engines = list(engine_module._engines.values())
+    deadline = time.monotonic() + 30
+    while any(e.busy for e in engines) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def machine() -> str:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import machine, machine_limits, print_table
+from bench.common import machine, machine_limits, on_fresh_thread, print_table, settle
 
 BASE = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -172,22 +172,29 @@ def peft_runner(case_rows: list, rank: int, labels_api: bool):
 
 
 def timed_rounds(runners: dict[str, object], rounds: int) -> dict[str, float]:
-    """Median seconds per round of each runner, run interleaved after one warm-up round each."""
+    """Median seconds per round of each runner, run interleaved after one warm-up round each. Every round runs on
+    a fresh thread once the mint engine is idle, so it shares the cores with no other OpenMP pool (see
+    bench.common.on_fresh_thread)."""
+
+    def timed(fn) -> float:
+        settle()
+        start = time.perf_counter()
+        on_fresh_thread(fn)
+        return time.perf_counter() - start
+
     for fn in runners.values():
-        fn()
+        timed(fn)
     times = {name: [] for name in runners}
     for _ in range(rounds):
         for name, fn in runners.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(timed(fn))
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def run_case(name: str, case_rows: list, rank: int, rounds: int, padded: bool) -> dict[str, float]:
     seq, bat, bat_padded = mint_runners(case_rows, rank)
     runners = {
-        "peft": peft_runner(case_rows, rank, labels_api=(name == "sft")),
+        "peft": on_fresh_thread(lambda: peft_runner(case_rows, rank, labels_api=(name == "sft"))),
         "mint_seq": seq,
         "mint_batched": bat,
     }
@@ -231,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="also time mint batched with the padded pass (the engine's pass before packing)")
     args = parser.parse_args(argv)
     print(f"machine: {machine()}")
-    limits = machine_limits()
+    limits = on_fresh_thread(machine_limits)
     print(f"measured: fp32 matmul {limits['matmul_gflops']:.0f} GFLOP/s, memory copy {limits['copy_gbps']:.1f} GB/s")
     if args.case in ("fixed", "both"):
         run_case("fixed", [fixed_case(i) for i in range(args.clients)], args.rank, args.rounds, args.with_padded)

@@ -60,14 +60,72 @@ def supports(model: torch.nn.Module) -> bool:
 # ---- attention over packed rows -------------------------------------------------------------------
 
 
-def _varlen_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
-    """Causal attention within each datum's span of a packed row: query/key/value [1, H, T, D] ->
-    ([1, T, H, D], None). The spans come in the ``mint_spans`` keyword (a list of (start, end))."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+def _span_groups(spans: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """Runs of back-to-back spans of one length: (start, count, length) each, covering ``spans`` in order."""
+    groups: list[tuple[int, int, int]] = []
+    for s, e in spans:
+        if groups:
+            start, count, length = groups[-1]
+            if e - s == length and s == start + count * length:
+                groups[-1] = (start, count + 1, length)
+                continue
+        groups.append((s, 1, e - s))
+    return groups
 
+
+def _group_view(t: torch.Tensor, start: int, count: int, length: int) -> torch.Tensor:
+    """Tokens [start, start + count * length) of t [1, H, T, D] as ``count`` sequences: a view [count, H, length, D]."""
+    return t[0, :, start : start + count * length].unflatten(1, (count, length)).transpose(0, 1)
+
+
+class _SpanAttention(torch.autograd.Function):
+    """Causal attention within each span of one packed row, on ATen's CPU flash-attention kernels.
+
+    query [1, H, T, D], key / value [1, Hkv, T, D] (Hkv divides H) -> [1, T, H, D]. Back-to-back spans of one
+    length run as one batched kernel call on views; the gradients of each input are written once, span by span
+    (autograd through slices would zero-fill and add a full-size buffer per span and input).
+    """
+
+    @staticmethod
+    def forward(ctx, query, key, value, spans, scale):
+        groups = _span_groups(spans)
+        T, H, D = query.shape[2], query.shape[1], query.shape[3]
+        out = query.new_empty(1, T, H, D)
+        saved = []
+        for start, count, length in groups:
+            q, k, v = (_group_view(t, start, count, length) for t in (query, key, value))
+            o, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True, scale=scale)
+            out[0, start : start + count * length].view(count, length, H, D).copy_(o.transpose(1, 2))
+            saved += [o, lse]
+        ctx.groups, ctx.scale = groups, scale
+        ctx.save_for_backward(query, key, value, *saved)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        query, key, value, *saved = ctx.saved_tensors
+        grads = [torch.empty_like(t.transpose(1, 2)).transpose(1, 2) for t in (query, key, value)]
+        grad_heads = grad_out.transpose(1, 2)  # [1, H, T, D]
+        for i, (start, count, length) in enumerate(ctx.groups):
+            q, k, v, g = (_group_view(t, start, count, length) for t in (query, key, value, grad_heads))
+            parts = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+                g, q, k, v, saved[2 * i], saved[2 * i + 1], 0.0, True, scale=ctx.scale)
+            for dst, part in zip(grads, parts):
+                _group_view(dst, start, count, length).copy_(part)
+        return grads[0], grads[1], grads[2], None, None
+
+
+def _varlen_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """Causal attention within each datum's span of a packed row: query [1, H, T, D], key/value [1, Hkv, T, D]
+    -> ([1, T, H, D], None). The spans come in the ``mint_spans`` keyword (a list of (start, end))."""
     spans = kwargs.pop("mint_spans", None)
     if spans is None or query.shape[0] != 1:
         raise RuntimeError("mint_varlen attention needs one packed row and its mint_spans")
+    if dropout == 0.0 and query.device.type == "cpu" and query.shape[1] % key.shape[1] == 0:
+        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+        return _SpanAttention.apply(query, key, value, spans, scale), None
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
     outs = [
         sdpa_attention_forward(module, query[:, :, s:e], key[:, :, s:e], value[:, :, s:e], None, dropout=dropout,
                                scaling=scaling, is_causal=True)[0]
