@@ -40,11 +40,10 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 5, 
 def on_fresh_thread(fn: Callable[[], object]) -> object:
     """``fn()`` on a new thread that ends with it; returns its result or raises its exception.
 
-    libgomp keeps an OpenMP thread pool for every thread that has run parallel torch ops, and while the pools
-    hold more threads than there are cores it all but stops spin-waiting, so every parallel region pays a
-    futex wake-up. Benchmarks that run contenders on different threads (mint's engine computes on its own
-    worker thread) therefore run each contender's work on a fresh thread: only the running contender's pool
-    exists (mint's worker exits ``Engine.idle_exit_s`` after its last request; see :func:`settle`)."""
+    libgomp gives every thread that runs parallel torch ops an OpenMP thread pool for as long as the thread
+    lives, and while the pools hold more threads than there are cores it all but stops spin-waiting, so every
+    parallel region in the process pays a futex wake-up. mint computes on its engine's worker thread; setup
+    work that would leave the benchmark's own thread with a pool (measuring the machine's limits) runs here."""
     box: dict[str, object] = {}
 
     def run() -> None:
@@ -59,17 +58,6 @@ def on_fresh_thread(fn: Callable[[], object]) -> object:
     if "error" in box:
         raise box["error"]  # type: ignore[misc]
     return box.get("value")
-
-
-def settle() -> None:
-    """Wait until every idle mint engine's worker thread (and its OpenMP pool) has exited."""
-    from mint.engine import engine as engine_module
-
-    with engine_module._engines_lock:
-        engines = list(engine_module._engines.values())
-    deadline = time.monotonic() + 30
-    while any(e.busy for e in engines) and time.monotonic() < deadline:
-        time.sleep(0.05)
 
 
 def machine() -> str:

@@ -17,11 +17,17 @@ Each step is forward_backward + AdamW step, LoRA rank ``--rank`` on attention + 
 with train_unembed=False), fp32, on SmolLM2-135M. PEFT runs one PeftModel per client, one after another.
 The three variants run interleaved, one round each in turn, ``--rounds`` times after a warm-up round;
 the medians are reported (the machine may be shared, so same-run ratios are what to compare).
+
+PEFT runs in a child process of its own and mint in this one, whose main thread runs no parallel torch op
+(mint computes on its engine's worker thread): each process then holds one OpenMP pool. Two pools in one
+process make libgomp stop spin-waiting (see bench.common.on_fresh_thread), which slowed whichever contender
+ran second by up to 30%.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import random
 import statistics
 import sys
@@ -30,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import machine, machine_limits, on_fresh_thread, print_table, settle
+from bench.common import machine, machine_limits, on_fresh_thread, print_table
 
 BASE = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
@@ -171,16 +177,52 @@ def peft_runner(case_rows: list, rank: int, labels_api: bool):
     return one_round
 
 
+class PeftProcess:
+    """:func:`peft_runner`'s rounds in a spawned child process; calling it runs one round there and returns the
+    seconds the child measured around it."""
+
+    def __init__(self, case_rows: list, rank: int, labels_api: bool):
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_peft_child, args=(child, case_rows, rank, labels_api), daemon=True)
+        self._process.start()
+        self._receive()
+
+    def _receive(self):
+        kind, value = self._conn.recv()
+        if kind == "error":
+            raise RuntimeError(f"the PEFT process failed: {value}")
+        return value
+
+    def __call__(self) -> float:
+        self._conn.send("round")
+        return self._receive()
+
+    def close(self) -> None:
+        self._conn.send("stop")
+        self._process.join(30)
+
+
+def _peft_child(conn, case_rows: list, rank: int, labels_api: bool) -> None:
+    try:
+        one_round = peft_runner(case_rows, rank, labels_api)
+        conn.send(("ready", None))
+        while conn.recv() == "round":
+            start = time.perf_counter()
+            one_round()
+            conn.send(("done", time.perf_counter() - start))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        conn.send(("error", repr(exc)))
+
+
 def timed_rounds(runners: dict[str, object], rounds: int) -> dict[str, float]:
-    """Median seconds per round of each runner, run interleaved after one warm-up round each. Every round runs on
-    a fresh thread once the mint engine is idle, so it shares the cores with no other OpenMP pool (see
-    bench.common.on_fresh_thread)."""
+    """Median seconds per round of each runner, run interleaved after one warm-up round each. A runner that
+    returns a float (a round run elsewhere) reports its own time."""
 
     def timed(fn) -> float:
-        settle()
         start = time.perf_counter()
-        on_fresh_thread(fn)
-        return time.perf_counter() - start
+        result = fn()
+        return result if isinstance(result, float) else time.perf_counter() - start
 
     for fn in runners.values():
         timed(fn)
@@ -194,13 +236,16 @@ def timed_rounds(runners: dict[str, object], rounds: int) -> dict[str, float]:
 def run_case(name: str, case_rows: list, rank: int, rounds: int, padded: bool) -> dict[str, float]:
     seq, bat, bat_padded = mint_runners(case_rows, rank)
     runners = {
-        "peft": on_fresh_thread(lambda: peft_runner(case_rows, rank, labels_api=(name == "sft"))),
+        "peft": PeftProcess(case_rows, rank, labels_api=(name == "sft")),
         "mint_seq": seq,
         "mint_batched": bat,
     }
     if padded:
         runners["mint_padded"] = bat_padded
-    t = timed_rounds(runners, rounds)
+    try:
+        t = timed_rounds(runners, rounds)
+    finally:
+        runners["peft"].close()
     from transformers import AutoConfig
 
     from mint.engine.models import resolve_model_source

@@ -45,11 +45,20 @@ def submit_together(engine, calls):
     return [f.result() for f in futures]
 
 
-@pytest.mark.parametrize("model_fixture", ["tiny_llama", "tiny_qwen3"])
-def test_packed_clients_match_reference(model_fixture, request):
+@pytest.mark.parametrize("model_fixture,configs", [
+    ("tiny_llama", "mixed"), ("tiny_qwen3", "mixed"),
+    # no adapter of the pass has LoRA on the unembedding: it runs chunked on the frozen weight
+    ("tiny_llama", "no_unembed"),
+])
+def test_packed_clients_match_reference(model_fixture, configs, request, monkeypatch):
     folder = request.getfixturevalue(model_fixture)
     service = mint.ServiceClient()
-    configs = [dict(rank=4), dict(rank=8, train_unembed=False), dict(rank=2, train_mlp=False, train_unembed=False)]
+    configs = [dict(rank=4) if configs == "mixed" else dict(rank=4, train_unembed=False),
+               dict(rank=8, train_unembed=False), dict(rank=2, train_mlp=False, train_unembed=False)]
+    monkeypatch.setattr(packed_pass, "_CHUNK_ELEMENTS", 7 * 256)  # several chunks of 7 rows and a tail
+    chunked_calls = []
+    real_chunked = packed_pass._chunked_logprobs
+    monkeypatch.setattr(packed_pass, "_chunked_logprobs", lambda *a: chunked_calls.append(1) or real_chunked(*a))
     trainers = [service.create_lora_training_client(base_model=folder, seed=i, **c) for i, c in enumerate(configs)]
     engine = trainers[0]._engine
     assert engine.packed_passes
@@ -58,6 +67,7 @@ def test_packed_clients_match_reference(model_fixture, request):
     data = [sft_data(1), sft_data(2, all_zero=True), sft_data(3, n=4)]
     outs = submit_together(engine, [lambda t=t, d=d: t.forward_backward(d) for t, d in zip(trainers, data)])
     assert engine.model.config._attn_implementation != packed_pass.VARLEN_ATTENTION  # restored after the pass
+    assert bool(chunked_calls) == (configs[0].get("train_unembed") is False)
     for t, c, d, out in zip(trainers, configs, data, outs):
         ref = reference_for(folder, t, c["rank"])
         loss = ref.cross_entropy(d)
@@ -184,3 +194,67 @@ def test_supports_only_plain_causal_lms(tiny_llama):
         assert not packed_pass.supports(engine.model)
     finally:
         config.model_type = old
+
+
+def _reference_span_attention(q, k, v, spans, scale):
+    """Per-span causal SDPA with repeated key/value heads, from plain PyTorch: [1, T, H, D]."""
+    rep = q.shape[1] // k.shape[1]
+    outs = [torch.nn.functional.scaled_dot_product_attention(
+        q[:, :, s:e], k[:, :, s:e].repeat_interleave(rep, 1), v[:, :, s:e].repeat_interleave(rep, 1),
+        is_causal=True, scale=scale).transpose(1, 2) for s, e in spans]
+    return torch.cat(outs, 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("spans", [
+    [(0, 16), (16, 32), (32, 48), (48, 64)],            # equal lengths: one batched call
+    [(0, 5), (5, 37), (37, 38), (38, 45), (45, 52)],    # mixed, with runs of equal length and a 1-token span
+    [(0, 33)],
+], ids=["equal", "mixed", "single"])
+def test_span_attention_matches_per_span_sdpa(spans, dtype):
+    """Values and gradients of the packed-row attention equal per-span SDPA (GQA 6 query / 2 key-value heads),
+    for strided inputs laid out as the model produces them."""
+    g = torch.Generator().manual_seed(0)
+    T = spans[-1][1]
+    q = torch.randn(1, T, 6, 16, generator=g).transpose(1, 2).to(dtype).requires_grad_()
+    k = torch.randn(1, 2, T, 16, generator=g).to(dtype).requires_grad_()
+    v = torch.randn(1, T, 2, 16, generator=g).transpose(1, 2).to(dtype).requires_grad_()
+    grad = torch.randn(1, T, 6, 16, generator=g).to(dtype)
+    out = packed_pass._SpanAttention.apply(q, k, v, spans, 0.25)
+    got = [out, *torch.autograd.grad(out, (q, k, v), grad)]
+    q32, k32, v32 = (t.detach().float().requires_grad_() for t in (q, k, v))
+    ref = _reference_span_attention(q32, k32, v32, spans, 0.25)
+    want = [ref, *torch.autograd.grad(ref, (q32, k32, v32), grad.float())]
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    for name, a, b in zip(["out", "grad_q", "grad_k", "grad_v"], got, want):
+        assert a.shape == b.shape and a.dtype == dtype, name
+        torch.testing.assert_close(a.float(), b, rtol=tol, atol=tol, msg=name)
+
+
+def test_span_groups_cover_the_spans_in_order():
+    assert packed_pass._span_groups([(0, 4), (4, 8), (8, 11), (11, 14), (14, 15)]) == [(0, 2, 4), (8, 2, 3), (14, 1, 1)]
+    assert packed_pass._span_groups([(0, 3)]) == [(0, 1, 3)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("rows", [1, 7, 40])
+def test_chunked_unembed_logprobs_match_log_softmax(rows, dtype, monkeypatch):
+    """Values and hidden-gradients of the chunked unembedding equal log_softmax over full logits, for row
+    counts below, at and across several chunks (chunks of 3 rows here, so 40 rows leave a tail of 1)."""
+    monkeypatch.setattr(packed_pass, "_CHUNK_ELEMENTS", 3 * 50)
+    g = torch.Generator().manual_seed(rows)
+    hidden = torch.randn(rows, 16, generator=g).to(dtype).requires_grad_()
+    weight = torch.randn(50, 16, generator=g).to(dtype)
+    targets = torch.randint(0, 50, (rows,), generator=g)
+    upstream = torch.randn(rows, generator=g)
+    got = packed_pass._ChunkedUnembedLogprob.apply(hidden, weight, targets)
+    (grad,) = torch.autograd.grad(got, hidden, upstream)
+    h32 = hidden.detach().float().requires_grad_()
+    want = torch.log_softmax((h32.to(dtype) @ weight.T).float(), -1).gather(-1, targets[:, None])[:, 0]
+    (want_grad,) = torch.autograd.grad(want, h32, upstream)
+    tol = 1e-5 if dtype == torch.float32 else 3e-2
+    assert got.dtype == torch.float32 and grad.dtype == dtype
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+    torch.testing.assert_close(grad.float(), want_grad, rtol=tol, atol=tol * 10)
+    no_grad, _ = packed_pass._chunked_logprobs(hidden.detach(), weight, targets)
+    torch.testing.assert_close(no_grad, got.detach(), rtol=0, atol=0)

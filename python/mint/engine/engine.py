@@ -75,16 +75,9 @@ class Engine:
         self.packed_passes = packed_pass.supports(self.model)  # False: padded [B, L] passes (any model)
         self._decode = DecodeBatch(self.model, self.context, self.tokenizer, self.max_context)
         self._deferred_free: set[int] = set()
-        # The worker thread exits after idle_exit_s without work and is started again by the next request:
-        # libgomp keeps an OpenMP thread pool per thread that has run parallel torch ops, and while more
-        # pool threads exist than cores it all but stops spin-waiting, so every parallel region of every
-        # thread (the caller's torch work, or ours) pays a futex wake-up; measured here: 2.5x slower small
-        # elementwise ops, 30% slower training steps. An exited worker takes its pool with it.
-        self.idle_exit_s = 1.0
         self._closed = False
-        self._worker: threading.Thread | None = None
-        with self._jobs_cv:
-            self._start_worker()
+        self._worker = threading.Thread(target=self._run, name=f"mint-engine-{self.base_model}", daemon=True)
+        self._worker.start()
 
     # ---- worker plumbing ----
     def _next_jobs(self, block: bool = True) -> list[tuple]:
@@ -100,9 +93,7 @@ class Engine:
         with self._jobs_cv:
             if block:
                 while not self._jobs:
-                    if not self._jobs_cv.wait(self.idle_exit_s) and not self._jobs and not self._decode.num_rows:
-                        self._worker = None  # under the lock: the next _enqueue starts a new worker
-                        return [("exit", None, (), None)]
+                    self._jobs_cv.wait()
                 if self._jobs[0][0] in ("sample", "fb", "optim") and len(self._jobs) == 1:
                     # A lone request: give requests submitted right after it a moment to join its batch.
                     self._jobs_cv.wait(self.gather_s)
@@ -152,8 +143,6 @@ class Engine:
         stopping = False
         while not stopping or self._decode.num_rows:
             jobs = [] if stopping else self._next_jobs(block=not self._decode.num_rows)
-            if jobs and jobs[0][0] == "exit":
-                return
             if jobs and jobs[0][0] == "stop":
                 stopping = True
                 jobs = []
@@ -212,16 +201,6 @@ class Engine:
             self._deferred_free.discard(slot)
             self.pool.free(slot)
 
-    @property
-    def busy(self) -> bool:
-        """Whether the worker thread is running (it exits ``idle_exit_s`` after the last request)."""
-        return self._worker is not None
-
-    def _start_worker(self) -> None:
-        """Start the worker thread (call with ``_jobs_cv`` held, when there is none)."""
-        self._worker = threading.Thread(target=self._run, name=f"mint-engine-{self.base_model}", daemon=True)
-        self._worker.start()
-
     def _enqueue(self, kind: str, fn, args: tuple) -> Future:
         future: Future = Future()
         with self._jobs_cv:
@@ -229,8 +208,6 @@ class Engine:
                 future.set_exception(RuntimeError(f"the engine of {self.base_model} is closed"))
                 return future
             self._jobs.append((kind, fn, args, future))
-            if self._worker is None:
-                self._start_worker()
             self._jobs_cv.notify()
         return future
 
@@ -239,13 +216,10 @@ class Engine:
         with self._jobs_cv:
             if self._closed:
                 return
-            worker = self._worker
-            if worker is not None:
-                self._jobs.append(("stop", None, (), Future()))
-                self._jobs_cv.notify()
+            self._jobs.append(("stop", None, (), Future()))
+            self._jobs_cv.notify()
             self._closed = True
-        if worker is not None:
-            worker.join(timeout)
+        self._worker.join(timeout)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         """Queue ``fn(*args)`` on the worker thread; its result or exception arrives in the returned future."""
@@ -623,8 +597,13 @@ def get_engine(base_model: str) -> Engine:
 
 
 def _off_thread(make: Callable[[], Any]) -> Any:
-    """``make()`` run on a short-lived thread: the caller's thread gets no OpenMP pool from loading the model
-    (see Engine.idle_exit_s); exceptions propagate."""
+    """``make()`` run on a short-lived thread; exceptions propagate.
+
+    Loading runs parallel torch ops, and libgomp gives every thread that does so an OpenMP thread pool of its
+    own for as long as the thread lives. While the pools hold more threads than there are cores, libgomp all
+    but stops spin-waiting, so every parallel region in the process pays a futex wake-up (measured on 2 cores:
+    small elementwise ops 2.5x slower, training steps 30% slower). Loading on a thread that then exits leaves
+    the caller's thread without a pool, so the engine's worker is the only one."""
     box: dict[str, Any] = {}
 
     def run() -> None:

@@ -254,11 +254,68 @@ def _grad_positions(loss_fn: str, batch) -> torch.Tensor:
     return values[batch.mask] != 0
 
 
-def _unembed(lm_head: MultiLoraLinear, lora: PackedLoraBatch, hidden: torch.Tensor, positions: torch.Tensor,
-             token_slots: torch.Tensor) -> torch.Tensor:
-    """lm_head at ``positions`` of ``hidden`` [T, H]: logits [K, V], each position with its own adapter."""
+# Rows of one logits chunk: about 24 MiB of fp32, under glibc's largest mmap threshold, so each chunk is
+# served from the heap and reused instead of mapped (and page-faulted) afresh.
+_CHUNK_ELEMENTS = 6 << 20
+
+
+def _chunk_rows(weight: torch.Tensor) -> int:
+    return max(1, _CHUNK_ELEMENTS // weight.shape[0])
+
+
+def _chunked_logprobs(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor):
+    """(log softmax(hidden @ weight^T)[target], logsumexp) per row, both float32 [K], a chunk of rows at a time."""
+    rows = _chunk_rows(weight)
+    out = torch.empty(hidden.shape[0], dtype=torch.float32)
+    lse = torch.empty(hidden.shape[0], dtype=torch.float32)
+    for s in range(0, hidden.shape[0], rows):
+        logits = (hidden[s : s + rows] @ weight.T).float()
+        torch.logsumexp(logits, dim=-1, out=lse[s : s + rows])
+        out[s : s + rows] = logits.gather(-1, targets[s : s + rows, None])[:, 0] - lse[s : s + rows]
+    return out, lse
+
+
+class _ChunkedUnembedLogprob(torch.autograd.Function):
+    """log softmax(hidden @ weight^T)[target] per row, a chunk of rows at a time: [K, H], [V, H] (frozen), [K]
+    -> float32 [K]. No [K, V] logits are kept: forward saves each row's logsumexp, backward recomputes each
+    chunk's logits and returns only the gradient of ``hidden``."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets):
+        out, lse = _chunked_logprobs(hidden, weight, targets)
+        ctx.save_for_backward(hidden, weight, targets, lse)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        hidden, weight, targets, lse = ctx.saved_tensors
+        rows = _chunk_rows(weight)
+        grad_hidden = torch.empty_like(hidden)
+        for s in range(0, hidden.shape[0], rows):
+            g = grad[s : s + rows, None]
+            # d lp_t / d logits = onehot(target) - softmax(logits), scaled by the incoming gradient
+            d = (hidden[s : s + rows] @ weight.T).float().sub_(lse[s : s + rows, None]).exp_().mul_(-g)
+            d.scatter_add_(-1, targets[s : s + rows, None], g)
+            torch.mm(d.to(weight.dtype), weight, out=grad_hidden[s : s + rows])
+        return grad_hidden, None, None
+
+
+def _unembed_logprobs(lm_head: MultiLoraLinear, lora: PackedLoraBatch, hidden: torch.Tensor,
+                      positions: torch.Tensor, token_slots: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Target logprobs float32 [K] at ``positions`` of ``hidden`` [T, H], each position with its own adapter.
+
+    When no adapter of these positions has LoRA on the unembedding (and it has no bias), the frozen weight is
+    applied a chunk of rows at a time (:class:`_ChunkedUnembedLogprob`); otherwise through the LoRA layer."""
+    slots = torch.unique(token_slots[positions])
+    weight = lm_head.base.weight
+    if (lm_head.base.bias is None and not weight.requires_grad and hidden.device.type == "cpu"
+            and not bool(lm_head.ranks.index_select(0, slots).any())):
+        rows = hidden[positions]
+        if rows.requires_grad:
+            return _ChunkedUnembedLogprob.apply(rows, weight, targets)
+        return _chunked_logprobs(rows, weight, targets)[0]
     lora.use(token_segments(token_slots[positions]))
-    return lm_head(hidden[positions][None])[0]
+    return target_logprobs(lm_head(hidden[positions][None])[0], targets)
 
 
 def forward_backward_many(engine, prepared: list[tuple], backward: bool) -> list[types.ForwardBackwardOutput]:
@@ -303,11 +360,11 @@ def forward_backward_many(engine, prepared: list[tuple], backward: bool) -> list
             hidden = model.base_model(input_ids=input_ids, position_ids=position_ids, use_cache=False,
                                       mint_spans=spans).last_hidden_state[0]
             with torch.no_grad():
-                lp_free = target_logprobs(_unembed(lm_head, lora, hidden.detach(), free_pos, token_slots),
-                                          targets[free_pos]) if free_pos.numel() else hidden.new_zeros(0)
+                lp_free = _unembed_logprobs(lm_head, lora, hidden.detach(), free_pos, token_slots,
+                                            targets[free_pos]) if free_pos.numel() else hidden.new_zeros(0)
             lp = torch.zeros(total, dtype=torch.float32).index_put((free_pos,), lp_free)
             if grad_pos.numel():
-                lp_grad = target_logprobs(_unembed(lm_head, lora, hidden, grad_pos, token_slots), targets[grad_pos])
+                lp_grad = _unembed_logprobs(lm_head, lora, hidden, grad_pos, token_slots, targets[grad_pos])
                 lp = lp.index_put((grad_pos,), lp_grad)
             losses, extras, logprobs = [], [], []
             offset = 0
