@@ -599,3 +599,16 @@ def test_fused_adamw_master_state_dict_round_trip():
     opt2.load_state_dict(state)
     assert opt2.state[q]["master"].dtype == torch.float32
     assert torch.equal(opt2.state[q]["master"], opt.state[p]["master"])
+
+
+@pytest.mark.parametrize("clip", [0.0, 1.0], ids=["norm_in_update_pass", "norm_in_clip_pass"])
+def test_gradient_norms_of_long_tensors_match_float64(clip):
+    """Norms over tensors spanning many fp32 accumulation blocks and chunks (with tails), values over six
+    orders of magnitude, equal the float64 norm to float32 rounding, with or without clipping."""
+    gen = torch.Generator().manual_seed(12)
+    shapes = [(3 * 2**16 + 77,), (1000, 33), (5,)]
+    grads = [torch.randn(s, generator=gen) * torch.logspace(-3, 3, s[-1]) for s in shapes]
+    st = MintState([torch.zeros(s) for s in shapes], [0, 0, 0], hp_rows(dict(GROUP_A, max_grad_norm=clip)))
+    norms = st.step(grads)
+    want = torch.linalg.vector_norm(torch.cat([g.reshape(-1) for g in grads]).double())
+    torch.testing.assert_close(norms, want.float().reshape(1), rtol=2e-7, atol=0)
