@@ -337,6 +337,33 @@ void expand_into(Tensor& dst, const Tensor& h, const Tensor& lora_b, const std::
   });
 }
 
+// out = y + scale[n] * h[rows, :r] @ B[n, :r] on every slot's rows, out = y elsewhere; out is a fresh
+// contiguous [T, out] tensor. Each slot's rows of y are copied into out right before its GEMM updates them,
+// while they are in cache, instead of cloning all of y first and streaming it through memory twice.
+void expand_out_of_place(Tensor& out, const Tensor& y, const Tensor& h, const Tensor& lora_b,
+                         const std::vector<SlotRows>& plan, const std::vector<float>& scales) {
+  std::vector<std::pair<int64_t, int64_t>> covered;
+  for (const SlotRows& sr : plan) covered.insert(covered.end(), sr.ranges.begin(), sr.ranges.end());
+  std::sort(covered.begin(), covered.end());
+  int64_t next = 0;
+  for (const auto& [begin, end] : covered) {
+    if (begin > next) out.narrow(0, next, begin - next).copy_(y.narrow(0, next, begin - next));
+    next = std::max(next, end);
+  }
+  if (next < y.size(0)) out.narrow(0, next, y.size(0) - next).copy_(y.narrow(0, next, y.size(0) - next));
+  for_each_slot(plan, [&](const SlotRows& sr) {
+    const Tensor b = slot_weights(lora_b, sr);
+    const Tensor hr = rows_in_compute(h.narrow(1, 0, sr.rank), sr);
+    if (out.scalar_type() == hr.scalar_type() && sr.ranges.size() == 1) {
+      Tensor rows = out.narrow(0, sr.ranges[0].first, sr.count);
+      rows.copy_(y.narrow(0, sr.ranges[0].first, sr.count));
+      rows.addmm_(hr, b, 1.0, scales[sr.slot]);
+      return;
+    }
+    store_rows(out, sr, at::addmm(rows_in_compute(y, sr), hr, b, 1.0, scales[sr.slot]));
+  });
+}
+
 Tensor lora_shrink_cpu(const Tensor& x, const Tensor& lora_a, const Tensor& seg_indptr,
                        const Tensor& seg_adapter, const Tensor& lora_ranks) {
   const char* op = "mint.lora_shrink";
@@ -362,8 +389,8 @@ Tensor lora_expand_cpu(const Tensor& y, const Tensor& h, const Tensor& lora_b, c
   const auto plan = make_plan(op, y.size(0), N, lora_b.size(1), seg_indptr, seg_adapter, lora_ranks, y);
   const auto scales = read_scales(op, lora_scales, N, y);
 
-  Tensor out = y.clone(at::MemoryFormat::Contiguous);
-  expand_into(out, h, lora_b, plan, scales);
+  Tensor out = at::empty(y.sizes(), y.options().memory_format(at::MemoryFormat::Contiguous));
+  expand_out_of_place(out, y, h, lora_b, plan, scales);
   return out;
 }
 

@@ -94,6 +94,9 @@ FAST_CASES = {
     "gap_only_low_rank_rows": ([3, 4], [0, 1], [8, 3], 8, 12, 10),
     "all_minus1_pool_all_zero": ([5], [-1], [4, 4], 4, 9, 7),
     "rank0_slot_rows_zero": ([4, 4], [1, 0], [8, 0], 8, 11, 13),
+    # rows no slot writes (-1 segments, a rank-0 slot) at the start, between and after written ones: the
+    # out-of-place expand copies exactly those rows of y and writes the others once
+    "uncovered_rows_between": ([2, 3, 4, 5, 2, 6, 1], [2, 0, -1, 1, 2, 0, -1], [4, 6, 0], 6, 19, 23),
     "odd_sizes_tails": ([129, 3], [0, 1], [17, 5], 17, 1031, 257),
     "empty_in_dim": ([3, 2], [0, 1], [4, 2], 4, 0, 5),
     "empty_out_dim": ([3, 2], [0, 1], [4, 2], 4, 6, 0),

@@ -6,9 +6,10 @@ model's FLOPs) and the log-softmax at every position, even where the loss has no
 weight 0). Here instead:
 
 - every datum's tokens sit back to back in ONE row [1, T] (T = the number of real tokens), with per-datum
-  position ids; attention runs per datum (causal SDPA over each datum's span, registered with transformers as
-  the attention implementation ``mint_varlen`` while the pass runs), so no token attends across datums and
-  no work is spent on padding;
+  position ids; attention runs per datum (ATen's causal CPU flash-attention kernel over each datum's span,
+  back-to-back spans of one length in one batched call, registered with transformers as the attention
+  implementation ``mint_varlen`` while the pass runs), so no token attends across datums and no work is
+  spent on padding;
 - the LoRA segments are token ranges of that row (each datum's tokens use its adapter's slot);
 - with ``backward``, the pool tensors are swapped for compact copies holding only the slots in the batch
   (gradients are [n_present, R, features] instead of pool-sized), restored afterwards;
@@ -17,7 +18,8 @@ weight 0). Here instead:
   no_grad elsewhere: every position's logprob is still returned, and the value and the gradients equal the
   padded pass's (the skipped positions contribute exactly zero gradient there);
 - target logprobs come from one fused op (logsumexp + gather forward, softmax-minus-one-hot backward) instead
-  of a [T, V] log-softmax plus a dense scatter.
+  of a [T, V] log-softmax plus a dense scatter; when no adapter of the pass has LoRA on the unembedding, the
+  frozen unembedding runs a chunk of rows at a time inside that op, so no [T, V] logits are kept at all.
 
 Only used for plain decoder-only LMs whose logits are ``lm_head(final hidden state)`` (see :func:`supports`).
 """
