@@ -8,8 +8,9 @@
 // column slice or a pool slot) with the scale as alpha; outputs the plan covers completely are not
 // zero-filled, and gradient pools are zeroed only in the (slot, row) gaps no segment writes.
 // Products accumulate in fp32 and round once. On CPUs with bf16 dot-product instructions (AVX512-BF16,
-// AMX) bf16 runs ATen's bf16 GEMMs, which accumulate in fp32 and beat converting first; elsewhere
-// (AVX2, where ATen's bf16 GEMM is ~20x slower) and for fp16 the inputs go through fp32 copies.
+// AMX) the bf16 slots with enough rows run ATen's bf16 GEMMs, which accumulate in fp32 and beat converting
+// first; elsewhere (AVX2, where ATen's bf16 GEMM is ~20x slower), for small slots and for fp16 the inputs
+// go through fp32 copies.
 #include <ATen/ATen.h>
 #include <ATen/MemoryOverlap.h>
 #include <ATen/Parallel.h>
@@ -184,15 +185,18 @@ bool cpu_has_bf16_dot() {
   return has;
 }
 
-// The dtype the GEMMs of a call run in (see the top of the file).
-at::ScalarType compute_type(at::ScalarType st) {
-  return st == at::kBFloat16 && cpu_has_bf16_dot() ? at::kBFloat16 : at::kFloat;
+// The dtype the GEMMs of one slot run in (see the top of the file). A bf16 GEMM call costs ~20 us of
+// setup in oneDNN, more than converting a handful of rows, so slots with few rows take the fp32 path.
+constexpr int64_t kMinBf16GemmRows = 32;
+at::ScalarType compute_type(at::ScalarType st, const SlotRows& sr) {
+  return st == at::kBFloat16 && sr.count >= kMinBf16GemmRows && cpu_has_bf16_dot() ? at::kBFloat16
+                                                                                     : at::kFloat;
 }
 
 // The slot's rows of `t` (dim 0) in the compute dtype: a view or cast of a view for one range, else
 // a gather.
 Tensor rows_in_compute(const Tensor& t, const SlotRows& sr) {
-  const at::ScalarType ct = compute_type(t.scalar_type());
+  const at::ScalarType ct = compute_type(t.scalar_type(), sr);
   if (sr.ranges.size() == 1) {
     return t.narrow(0, sr.ranges[0].first, sr.count).to(ct);
   }
@@ -210,7 +214,7 @@ void store_rows(Tensor& dst, const SlotRows& sr, const Tensor& src) {
 
 // Rows [0, rank) of slot n of a [N, R, k] pool, as [rank, k] in the compute dtype.
 Tensor slot_weights(const Tensor& pool, const SlotRows& sr) {
-  return pool.select(0, sr.slot).narrow(0, 0, sr.rank).to(compute_type(pool.scalar_type()));
+  return pool.select(0, sr.slot).narrow(0, 0, sr.rank).to(compute_type(pool.scalar_type(), sr));
 }
 
 std::vector<float> read_scales(const char* op, const Tensor& lora_scales, int64_t N, const Tensor& ref) {
