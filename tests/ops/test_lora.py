@@ -28,6 +28,7 @@ import torch
 import mint  # noqa: F401  (loads the extension)
 from mint.ops.lora import (
     lora_apply,
+    lora_apply_,
     lora_apply_by_token,
     lora_expand,
     lora_expand_,
@@ -459,3 +460,51 @@ def test_determinism_many_segments(dtype):
     want = _grads(lambda *t: ref_apply(*t, *idx), y.float(), x.float(), a.float(), b.float(), g.float())
     for u, w in zip(first, want):
         close(u, w, dtype, scale=w.abs().max().item())
+
+
+# ---- lora_apply_ (differentiable, in place) -----------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", ["minus1_mid", "same_adapter_nonadjacent", "rank0_slot", "smollm_576_1536"])
+def test_lora_apply_inplace_equals_lora_apply(case, dtype):
+    """Same values and gradients (wrt y, x, a, b) as lora_apply, with y updated where it lies; y here is a
+    non-leaf (the output of another op), as a base layer's output is."""
+    x, y, a, b, indptr, seg, rk, sc = make(case, dtype)
+    g = torch.randn(y.shape, generator=torch.Generator().manual_seed(2)).to(dtype)
+    want = _grads(lambda y_, x_, a_, b_: lora_apply(y_ * 1, x_, a_, b_, indptr, seg, rk, sc), y, x, a, b, g)
+    got = _grads(lambda y_, x_, a_, b_: lora_apply_(y_ * 1, x_, a_, b_, indptr, seg, rk, sc), y, x, a, b, g)
+    for name, gv, wv in zip("yxab", got, want):
+        assert torch.equal(gv, wv), name
+    target = y.clone()
+    out = lora_apply_(target, x, a, b, indptr, seg, rk, sc)
+    assert out.data_ptr() == target.data_ptr()
+    assert torch.equal(out, lora_apply(y, x, a, b, indptr, seg, rk, sc))
+
+
+@pytest.mark.parametrize("which", ["x", "a", "b"])
+def test_lora_apply_inplace_partial_requires_grad(which):
+    x, y, a, b, indptr, seg, rk, sc = make("minus1_mid", torch.float32)
+    leaf = {"x": x, "a": a, "b": b}[which].clone().requires_grad_()
+    args = {"x": x, "a": a, "b": b, which: leaf}
+    out = lora_apply_(y.clone(), args["x"], args["a"], args["b"], indptr, seg, rk, sc)
+    (grad,) = torch.autograd.grad(out.sum(), leaf)
+    args = {"x": x, "a": a, "b": b, which: leaf}
+    (want,) = torch.autograd.grad(lora_apply(y, args["x"], args["a"], args["b"], indptr, seg, rk, sc).sum(), leaf)
+    assert torch.equal(grad, want)
+
+
+def test_lora_apply_inplace_refuses_bad_y_and_catches_stale_saves():
+    x, y, a, b, indptr, seg, rk, sc = make("minus1_mid", torch.float32)
+    with pytest.raises(ValueError, match="contiguous"):
+        lora_apply_(y.t().contiguous().t(), x, a, b, indptr, seg, rk, sc)
+    with pytest.raises(ValueError, match="leading dims"):
+        lora_apply_(y[:-1].clone(), x, a, b, indptr, seg, rk, sc)
+    with pytest.raises(RuntimeError, match="leaf"):
+        lora_apply_(y.clone().requires_grad_(), x, a, b, indptr, seg, rk, sc)
+    w = torch.ones(y.shape[1], requires_grad=True)
+    base = y * 1
+    used = base * w  # saves base for its backward
+    lora_apply_(base, x, a, b, indptr, seg, rk, sc)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        used.sum().backward()

@@ -103,7 +103,9 @@ class MultiLoraLinear(nn.Module):
         if not self.has_adapters:
             return y
         seg_indptr, seg_adapter = batch.segments(x.shape[1])
-        return ops.lora_apply(y, x, self.lora_a, self.lora_b, seg_indptr, seg_adapter, self.ranks, self.scales)
+        # y is the base layer's fresh output and nothing else reads it: add the delta in place
+        apply = ops.lora_apply_ if y.is_contiguous() else ops.lora_apply
+        return apply(y, x, self.lora_a, self.lora_b, seg_indptr, seg_adapter, self.ranks, self.scales)
 
     @property
     def weight(self) -> torch.Tensor:

@@ -10,6 +10,7 @@ load_extension()
 from mint.ops.adam import FusedAdamW, fused_adamw  # noqa: E402
 from mint.ops.lora import (  # noqa: E402
     lora_apply,
+    lora_apply_,
     lora_apply_by_token,
     lora_expand,
     lora_expand_,
@@ -23,6 +24,7 @@ __all__ = [
     "FusedAdamW",
     "fused_adamw",
     "lora_apply",
+    "lora_apply_",
     "lora_apply_by_token",
     "lora_expand",
     "lora_expand_",

@@ -194,6 +194,59 @@ def lora_apply(
     return out.reshape(y.shape)
 
 
+class _LoraApplyInplace(torch.autograd.Function):
+    """Differentiable in-place lora_apply: y (a temporary nobody else reads, e.g. a base layer's fresh output)
+    gets the delta added where it lies, instead of a copy of y being made first."""
+
+    @staticmethod
+    def forward(ctx, y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales):
+        x2 = x.reshape(-1, x.shape[-1])
+        h = _ops.lora_shrink(x2, lora_a, seg_indptr, seg_adapter, lora_ranks)
+        _ops.lora_expand_(y.view(-1, y.shape[-1]), h, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales)
+        ctx.mark_dirty(y)
+        ctx.save_for_backward(x2, h, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales)
+        ctx.x_shape = x.shape
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x2, h, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales = ctx.saved_tensors
+        need_y, need_x, need_a, need_b = ctx.needs_input_grad[:4]
+        grad_x = grad_a = grad_b = None
+        if need_x or need_a or need_b:
+            g2 = grad_out.reshape(-1, grad_out.shape[-1])
+            grad_h, grad_b = _ops.lora_expand_backward(g2, h, lora_b, seg_indptr, seg_adapter, lora_ranks,
+                                                       lora_scales)
+            if need_x or need_a:
+                grad_x, grad_a = _ops.lora_shrink_backward(grad_h, x2, lora_a, seg_indptr, seg_adapter, lora_ranks)
+                grad_x = grad_x.view(ctx.x_shape) if need_x else None
+        return (grad_out if need_y else None, grad_x, grad_a if need_a else None, grad_b if need_b else None,
+                None, None, None, None)
+
+
+def lora_apply_(
+    y: torch.Tensor,
+    x: torch.Tensor,
+    lora_a: torch.Tensor,
+    lora_b: torch.Tensor,
+    seg_indptr: torch.Tensor,
+    seg_adapter: torch.Tensor,
+    lora_ranks: torch.Tensor,
+    lora_scales: torch.Tensor,
+) -> torch.Tensor:
+    """In-place :func:`lora_apply` that stays differentiable: adds the delta into ``y`` and returns ``y``.
+
+    Same arguments as :func:`lora_apply`; ``y`` must be contiguous, and neither a leaf that requires grad
+    nor a tensor anything else still reads (its old value is gone; autograd's version counter catches
+    misuse). Gradients equal :func:`lora_apply`'s; it only saves the copy of ``y``.
+    """
+    if not y.is_contiguous():
+        raise ValueError(f"lora_apply_: y must be contiguous, got strides {tuple(y.stride())}")
+    if y.shape[:-1] != x.shape[:-1]:
+        raise ValueError(f"lora_apply_: y {tuple(y.shape)} and x {tuple(x.shape)} must share leading dims")
+    return _LoraApplyInplace.apply(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales)
+
+
 def segments_from_adapter_ids(
     adapter_ids: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
