@@ -35,6 +35,11 @@ class InternalServerError(MintError, RuntimeError):
     """mint failed while executing a valid request."""
 
 
+class RateLimitError(MintError):
+    """The server holds too many requests right now (HTTP 429); nothing was started, so retrying is safe.
+    The remote clients retry it themselves with backoff before raising it."""
+
+
 class APIStatusError(MintError):
     """An HTTP error returned by a remote mint server."""
 
@@ -52,4 +57,5 @@ __all__ = [
     "MintError",
     "NotFoundError",
     "PermissionDeniedError",
+    "RateLimitError",
 ]

@@ -60,6 +60,10 @@ def test_registry_bounds_and_expiry():
     time.sleep(0.15)
     reg.reserve()  # b was retrieved more than the grace period ago: dropped
     assert reg.get(b, "alice") is None and len(reg) == 1
+    c = reg.add("alice", done)
+    reg.mark_retrieved(reg.get(c, "alice"))
+    reg.reserve()  # full again, but c is retrieved: it is dropped early instead of refusing the request
+    assert reg.get(c, "alice") is None and len(reg) == 1
     assert asyncio.run(reg.wait(reg.get(a, "alice"), 0.05)) is False
     pending.set_exception(ValueError("boom"))
     assert asyncio.run(reg.wait(reg.get(a, "alice"), 0.05)) is True

@@ -48,11 +48,21 @@ class FutureRegistry:
             return len(self._entries)
 
     def reserve(self) -> None:
-        """Raise RegistryFullError if no new request can be held (call before starting work)."""
+        """Raise RegistryFullError if no new request can be held (call before starting work).
+
+        Only requests not yet retrieved count: a retrieved result is kept for ``retrieved_grace_s`` so a
+        repeated poll still finds it, but busy clients retrieve thousands a minute, and those must not crowd
+        out new work. Past ``max_pending`` entries in all, the oldest retrieved ones are dropped early."""
         self.sweep()
         with self._lock:
-            if len(self._entries) >= self.max_pending:
-                raise RegistryFullError(f"{len(self._entries)} requests are pending; retry later")
+            held = sum(1 for e in self._entries.values() if e.retrieved is None)
+            if held >= self.max_pending:
+                raise RegistryFullError(f"{held} requests are pending or unretrieved; retry later")
+            excess = len(self._entries) + 1 - self.max_pending
+            if excess > 0:
+                retrieved = sorted((e.retrieved, rid) for rid, e in self._entries.items() if e.retrieved is not None)
+                for _, rid in retrieved[:excess]:
+                    del self._entries[rid]
 
     def add(self, owner: str, future: Future, encode: Callable[[Any], Any] | None = None) -> str:
         """Register ``future`` (already running) for ``owner``; returns its new request id."""

@@ -21,11 +21,13 @@ from mint.errors import (
     MintError,
     NotFoundError,
     PermissionDeniedError,
+    RateLimitError,
 )
 
 API_PREFIX = "/api/v1"
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 CONNECT_RETRIES = 5
+RATE_LIMIT_RETRIES = 8  # 429s retried with backoff 0.1, 0.2, ... 2 s: about 10 s in all before raising
 
 # Error class names a server may put in its error bodies ("error_type" / "type"), mapped to mint's classes.
 _ERRORS_BY_NAME: dict[str, type[MintError]] = {
@@ -37,6 +39,7 @@ _ERRORS_BY_NAME: dict[str, type[MintError]] = {
         ConflictError,
         CheckpointCorruptedError,
         InternalServerError,
+        RateLimitError,
     )
 }
 _ERRORS_BY_STATUS: dict[int, type[MintError]] = {
@@ -47,6 +50,7 @@ _ERRORS_BY_STATUS: dict[int, type[MintError]] = {
     409: ConflictError,
     413: BadRequestError,
     422: BadRequestError,
+    429: RateLimitError,
 }
 
 
@@ -157,8 +161,8 @@ def encode(value: Any) -> Any:
 class Transport:
     """Sync and async HTTP calls to ``base_url`` with the API key in the ``X-API-Key`` header (as the
     Tinker SDK sends it). One pooled sync client, thread-safe; async calls open a short-lived client on
-    the running event loop. Only requests that failed to connect are retried (they never reached the
-    server, so retrying cannot run anything twice)."""
+    the running event loop. Only requests that failed to connect, or that the server refused with 429
+    before starting any work, are retried (with backoff), so retrying cannot run anything twice."""
 
     def __init__(self, base_url: str, api_key: str | None, timeout: httpx.Timeout = DEFAULT_TIMEOUT):
         if not base_url.startswith(("http://", "https://")):
@@ -188,10 +192,17 @@ class Transport:
             kwargs["params"] = {k: v for k, v in params.items() if v is not None}
         if timeout is not None:
             kwargs["timeout"] = timeout
+        limited = 0
         for attempt in range(CONNECT_RETRIES + 1):
             try:
-                response = self._client.request(method, self.url(path), **kwargs)
-                return check_response(response)
+                while True:
+                    try:
+                        return check_response(self._client.request(method, self.url(path), **kwargs))
+                    except RateLimitError:
+                        if limited == RATE_LIMIT_RETRIES:
+                            raise
+                        time.sleep(min(0.1 * 2**limited, 2.0))
+                        limited += 1
             except httpx.ConnectError as exc:
                 if attempt == CONNECT_RETRIES:
                     raise APIStatusError(f"cannot reach {self.base_url}: {exc}", status_code=0) from exc
@@ -218,10 +229,17 @@ class Transport:
             kwargs["params"] = {k: v for k, v in params.items() if v is not None}
         if timeout is not None:
             kwargs["timeout"] = timeout
+        limited = 0
         for attempt in range(CONNECT_RETRIES + 1):
             try:
-                response = await client.request(method, self.url(path), **kwargs)
-                return check_response(response)
+                while True:
+                    try:
+                        return check_response(await client.request(method, self.url(path), **kwargs))
+                    except RateLimitError:
+                        if limited == RATE_LIMIT_RETRIES:
+                            raise
+                        await asyncio.sleep(min(0.1 * 2**limited, 2.0))
+                        limited += 1
             except httpx.ConnectError as exc:
                 if attempt == CONNECT_RETRIES:
                     raise APIStatusError(f"cannot reach {self.base_url}: {exc}", status_code=0) from exc
