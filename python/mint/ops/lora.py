@@ -187,29 +187,35 @@ def lora_apply(
     Returns:
         [..., out], dtype of y. Differentiable with respect to y, x, lora_a and lora_b.
     """
-    x2 = x.reshape(-1, x.shape[-1])
-    y2 = y.reshape(-1, y.shape[-1])
-    h = _ops.lora_shrink(x2, lora_a, seg_indptr, seg_adapter, lora_ranks)
-    out = _ops.lora_expand(y2, h, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales)
-    return out.reshape(y.shape)
+    if y.shape[:-1] != x.shape[:-1]:
+        raise ValueError(f"lora_apply: y {tuple(y.shape)} and x {tuple(x.shape)} must share leading dims")
+    return _LoraApply.apply(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales, False)
 
 
-class _LoraApplyInplace(torch.autograd.Function):
-    """Differentiable in-place lora_apply: y (a temporary nobody else reads, e.g. a base layer's fresh output)
-    gets the delta added where it lies, instead of a copy of y being made first."""
+class _LoraApply(torch.autograd.Function):
+    """lora_apply as one autograd node (one Python backward instead of one per op): shrink + expand forward,
+    expand_backward + shrink_backward backward. With ``inplace`` the delta goes into y where it lies (y must
+    be a temporary nobody else reads, e.g. a base layer's fresh output) instead of into a copy."""
 
     @staticmethod
-    def forward(ctx, y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales):
+    def forward(ctx, y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales, inplace):
         x2 = x.reshape(-1, x.shape[-1])
+        y2 = y.view(-1, y.shape[-1]) if inplace else y.reshape(-1, y.shape[-1])
         h = _ops.lora_shrink(x2, lora_a, seg_indptr, seg_adapter, lora_ranks)
-        _ops.lora_expand_(y.view(-1, y.shape[-1]), h, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales)
-        ctx.mark_dirty(y)
+        if inplace:
+            _ops.lora_expand_(y2, h, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales)
+            ctx.mark_dirty(y)
+            out = y
+        else:
+            out = _ops.lora_expand(y2, h, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales).view(y.shape)
         ctx.save_for_backward(x2, h, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales)
         ctx.x_shape = x.shape
-        return y
+        return out
 
     @staticmethod
     def backward(ctx, grad_out):
+        # Under create_graph the backward ops' autograd marks their outputs "not implemented", so a second
+        # backward through them fails loudly rather than returning zeros.
         x2, h, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales = ctx.saved_tensors
         need_y, need_x, need_a, need_b = ctx.needs_input_grad[:4]
         grad_x = grad_a = grad_b = None
@@ -221,7 +227,7 @@ class _LoraApplyInplace(torch.autograd.Function):
                 grad_x, grad_a = _ops.lora_shrink_backward(grad_h, x2, lora_a, seg_indptr, seg_adapter, lora_ranks)
                 grad_x = grad_x.view(ctx.x_shape) if need_x else None
         return (grad_out if need_y else None, grad_x, grad_a if need_a else None, grad_b if need_b else None,
-                None, None, None, None)
+                None, None, None, None, None)
 
 
 def lora_apply_(
@@ -244,7 +250,7 @@ def lora_apply_(
         raise ValueError(f"lora_apply_: y must be contiguous, got strides {tuple(y.stride())}")
     if y.shape[:-1] != x.shape[:-1]:
         raise ValueError(f"lora_apply_: y {tuple(y.shape)} and x {tuple(x.shape)} must share leading dims")
-    return _LoraApplyInplace.apply(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales)
+    return _LoraApply.apply(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales, True)
 
 
 def segments_from_adapter_ids(
