@@ -90,19 +90,12 @@ struct Io<float> {
   }
 };
 
-// Sums of squares in double, one accumulator per lane; lanes past a tail are loaded as zero. The order of
-// the additions is fixed, so the result does not depend on threads or on alignment.
+// Double accumulators, one per lane, of fp32 lane values (BlockedSquareSum's block sums); lanes past a
+// tail hold zero. The order of the additions is fixed, so the result does not depend on threads or on
+// alignment.
 struct SquareSum {
 #if defined(CPU_CAPABILITY_AVX512)
   __m512d acc[4] = {_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd()};
-  C10_ALWAYS_INLINE void add(const Vec& a, const Vec& b) {
-    const __m512 x = a, y = b;
-    const __m512d d[4] = {_mm512_cvtps_pd(_mm512_castps512_ps256(x)),
-                          _mm512_cvtps_pd(_mm512_extractf32x8_ps(x, 1)),
-                          _mm512_cvtps_pd(_mm512_castps512_ps256(y)),
-                          _mm512_cvtps_pd(_mm512_extractf32x8_ps(y, 1))};
-    for (int k = 0; k < 4; ++k) acc[k] = _mm512_fmadd_pd(d[k], d[k], acc[k]);
-  }
   C10_ALWAYS_INLINE void add_values(const Vec& a, const Vec& b) {
     const __m512 x = a, y = b;
     acc[0] = _mm512_add_pd(acc[0], _mm512_cvtps_pd(_mm512_castps512_ps256(x)));
@@ -119,14 +112,6 @@ struct SquareSum {
   }
 #elif defined(CPU_CAPABILITY_AVX2)
   __m256d acc[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
-  C10_ALWAYS_INLINE void add(const Vec& a, const Vec& b) {
-    const __m256 x = a, y = b;
-    const __m256d d[4] = {_mm256_cvtps_pd(_mm256_castps256_ps128(x)),
-                          _mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)),
-                          _mm256_cvtps_pd(_mm256_castps256_ps128(y)),
-                          _mm256_cvtps_pd(_mm256_extractf128_ps(y, 1))};
-    for (int k = 0; k < 4; ++k) acc[k] = _mm256_fmadd_pd(d[k], d[k], acc[k]);
-  }
   C10_ALWAYS_INLINE void add_values(const Vec& a, const Vec& b) {
     const __m256 x = a, y = b;
     acc[0] = _mm256_add_pd(acc[0], _mm256_cvtps_pd(_mm256_castps256_ps128(x)));
@@ -143,12 +128,6 @@ struct SquareSum {
   }
 #else
   double acc[kStep] = {};
-  void add(const Vec& a, const Vec& b) {
-    alignas(64) float buf[kStep];
-    a.store(buf);
-    b.store(buf + kVec);
-    for (int64_t k = 0; k < kStep; ++k) acc[k] += static_cast<double>(buf[k]) * buf[k];
-  }
   void add_values(const Vec& a, const Vec& b) {
     alignas(64) float buf[kStep];
     a.store(buf);

@@ -326,45 +326,34 @@ Tensor grad_pool(const Tensor& like, const std::vector<SlotRows>& plan) {
   return g;
 }
 
-// dst[rows] = dst[rows] + scale[n] * h[rows, :r] @ B[n, :r] for every slot; other rows untouched.
-void expand_into(Tensor& dst, const Tensor& h, const Tensor& lora_b, const std::vector<SlotRows>& plan,
-                 const std::vector<float>& scales) {
+// dst[rows] = base[rows] + scale[n] * h[rows, :r] @ B[n, :r] for every slot's rows. In place when dst is
+// base (other rows untouched). Out of place (dst fresh and contiguous) the rows no slot writes are copied
+// from base once, and each slot's rows of base are copied into dst right before its GEMM updates them,
+// while they are in cache, instead of cloning all of base first and streaming it through memory twice.
+void expand_into(Tensor& dst, const Tensor& base, const Tensor& h, const Tensor& lora_b,
+                 const std::vector<SlotRows>& plan, const std::vector<float>& scales) {
+  const bool in_place = dst.is_same(base);
+  if (!in_place) {
+    std::vector<std::pair<int64_t, int64_t>> covered;
+    for (const SlotRows& sr : plan) covered.insert(covered.end(), sr.ranges.begin(), sr.ranges.end());
+    std::sort(covered.begin(), covered.end());
+    covered.emplace_back(base.size(0), base.size(0));  // closes the last gap
+    int64_t next = 0;
+    for (const auto& [begin, end] : covered) {
+      if (begin > next) dst.narrow(0, next, begin - next).copy_(base.narrow(0, next, begin - next));
+      next = std::max(next, end);
+    }
+  }
   for_each_slot(plan, [&](const SlotRows& sr) {
     const Tensor b = slot_weights(lora_b, sr);
     const Tensor hr = rows_in_compute(h.narrow(1, 0, sr.rank), sr);
     if (dst.scalar_type() == hr.scalar_type() && sr.ranges.size() == 1) {
-      dst.narrow(0, sr.ranges[0].first, sr.count).addmm_(hr, b, 1.0, scales[sr.slot]);
-      return;
-    }
-    Tensor d = dst;
-    store_rows(d, sr, at::addmm(rows_in_compute(dst, sr), hr, b, 1.0, scales[sr.slot]));
-  });
-}
-
-// out = y + scale[n] * h[rows, :r] @ B[n, :r] on every slot's rows, out = y elsewhere; out is a fresh
-// contiguous [T, out] tensor. Each slot's rows of y are copied into out right before its GEMM updates them,
-// while they are in cache, instead of cloning all of y first and streaming it through memory twice.
-void expand_out_of_place(Tensor& out, const Tensor& y, const Tensor& h, const Tensor& lora_b,
-                         const std::vector<SlotRows>& plan, const std::vector<float>& scales) {
-  std::vector<std::pair<int64_t, int64_t>> covered;
-  for (const SlotRows& sr : plan) covered.insert(covered.end(), sr.ranges.begin(), sr.ranges.end());
-  std::sort(covered.begin(), covered.end());
-  int64_t next = 0;
-  for (const auto& [begin, end] : covered) {
-    if (begin > next) out.narrow(0, next, begin - next).copy_(y.narrow(0, next, begin - next));
-    next = std::max(next, end);
-  }
-  if (next < y.size(0)) out.narrow(0, next, y.size(0) - next).copy_(y.narrow(0, next, y.size(0) - next));
-  for_each_slot(plan, [&](const SlotRows& sr) {
-    const Tensor b = slot_weights(lora_b, sr);
-    const Tensor hr = rows_in_compute(h.narrow(1, 0, sr.rank), sr);
-    if (out.scalar_type() == hr.scalar_type() && sr.ranges.size() == 1) {
-      Tensor rows = out.narrow(0, sr.ranges[0].first, sr.count);
-      rows.copy_(y.narrow(0, sr.ranges[0].first, sr.count));
+      Tensor rows = dst.narrow(0, sr.ranges[0].first, sr.count);
+      if (!in_place) rows.copy_(base.narrow(0, sr.ranges[0].first, sr.count));
       rows.addmm_(hr, b, 1.0, scales[sr.slot]);
       return;
     }
-    store_rows(out, sr, at::addmm(rows_in_compute(y, sr), hr, b, 1.0, scales[sr.slot]));
+    store_rows(dst, sr, at::addmm(rows_in_compute(base, sr), hr, b, 1.0, scales[sr.slot]));
   });
 }
 
@@ -394,7 +383,7 @@ Tensor lora_expand_cpu(const Tensor& y, const Tensor& h, const Tensor& lora_b, c
   const auto scales = read_scales(op, lora_scales, N, y);
 
   Tensor out = at::empty(y.sizes(), y.options().memory_format(at::MemoryFormat::Contiguous));
-  expand_out_of_place(out, y, h, lora_b, plan, scales);
+  expand_into(out, y, h, lora_b, plan, scales);
   return out;
 }
 
@@ -410,7 +399,7 @@ void lora_expand_inplace_cpu(const Tensor& y, const Tensor& h, const Tensor& lor
   const auto scales = read_scales(op, lora_scales, N, y);
 
   Tensor dst = y;
-  expand_into(dst, h, lora_b, plan, scales);
+  expand_into(dst, y, h, lora_b, plan, scales);
 }
 
 std::tuple<Tensor, Tensor> lora_expand_backward_cpu(const Tensor& grad_y, const Tensor& h,
