@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import platform
 import statistics
-import threading
 import time
 from typing import Callable
 
@@ -37,45 +36,19 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 5, 
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def on_fresh_thread(fn: Callable[[], object]) -> object:
-    """``fn()`` on a new thread that ends with it; returns its result or raises its exception.
-
-    libgomp gives every thread that runs parallel torch ops an OpenMP thread pool for as long as the thread
-    lives, and while the pools hold more threads than there are cores it all but stops spin-waiting, so every
-    parallel region in the process pays a futex wake-up. mint computes on its engine's worker thread; setup
-    work that would leave the benchmark's own thread with a pool (measuring the machine's limits) runs here."""
-    box: dict[str, object] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, name="bench")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box.get("value")
-
-
 def machine() -> str:
     """A one-line description of this machine."""
     import torch
 
     cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     isa = torch.backends.cpu.get_cpu_capability()
     try:
         with open("/proc/cpuinfo") as fh:
-            if " avx512_bf16" in fh.read():
-                isa += " + AVX512-BF16"
-    except OSError:
+            info = fh.read()
+        cpu = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
+        if " avx512_bf16" in info:
+            isa += " + AVX512-BF16"
+    except (OSError, StopIteration):
         pass
     return f"{cpu} ({isa}), {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
 

@@ -20,7 +20,7 @@ the medians are reported (the machine may be shared, so same-run ratios are what
 
 PEFT runs in a child process of its own and mint in this one, whose main thread runs no parallel torch op
 (mint computes on its engine's worker thread): each process then holds one OpenMP pool. Two pools in one
-process make libgomp stop spin-waiting (see bench.common.on_fresh_thread), which slowed whichever contender
+process make libgomp stop spin-waiting (see mint.engine.threads), which slowed whichever contender
 ran second by up to 30%.
 """
 
@@ -36,7 +36,8 @@ from pathlib import Path
 
 import torch
 
-from bench.common import machine, machine_limits, on_fresh_thread, print_table
+from bench.common import machine, machine_limits, print_table
+from mint.engine.threads import on_fresh_thread
 
 BASE = "HuggingFaceTB/SmolLM2-135M-Instruct"
 

@@ -38,6 +38,7 @@ from mint.engine.losses import resolve as resolve_loss
 from mint.engine.models import LoadedModel
 from mint.engine.optimizer import AdapterOptimizerState, fused_step
 from mint.engine.sampler import DecodeBatch, SampleRequest
+from mint.engine.threads import on_fresh_thread
 from mint.errors import BadRequestError, NotFoundError
 
 
@@ -592,29 +593,6 @@ def get_engine(base_model: str) -> Engine:
     with _engines_lock:
         engine = _engines.get(key)
         if engine is None:
-            engine = _engines[key] = _off_thread(lambda: Engine(load_base_model(base_model)))
+            engine = _engines[key] = on_fresh_thread(lambda: Engine(load_base_model(base_model)), "mint-load")
         return engine
 
-
-def _off_thread(make: Callable[[], Any]) -> Any:
-    """``make()`` run on a short-lived thread; exceptions propagate.
-
-    Loading runs parallel torch ops, and libgomp gives every thread that does so an OpenMP thread pool of its
-    own for as long as the thread lives. While the pools hold more threads than there are cores, libgomp all
-    but stops spin-waiting, so every parallel region in the process pays a futex wake-up (measured on 2 cores:
-    small elementwise ops 2.5x slower, training steps 30% slower). Loading on a thread that then exits leaves
-    the caller's thread without a pool, so the engine's worker is the only one."""
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = make()
-        except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, name="mint-load", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]

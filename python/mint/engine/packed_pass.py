@@ -220,6 +220,13 @@ def compact_pool(layers: dict[str, MultiLoraLinear], slots: list[int], trained_k
 # ---- fused target logprobs ------------------------------------------------------------------------
 
 
+def _logprob_grad_(shifted: torch.Tensor, targets: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """d lp_t / d logits, times ``grad`` [K], written into ``shifted`` = logits - logsumexp (float32 [K, V]):
+    grad * (onehot(target) - softmax(logits))."""
+    shifted.exp_().mul_(-grad[:, None])
+    return shifted.scatter_add_(-1, targets[:, None], grad[:, None])
+
+
 class _TargetLogprob(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -230,10 +237,7 @@ class _TargetLogprob(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         logits, lse, targets = ctx.saved_tensors
-        # d lp_t / d logits = onehot(target) - softmax(logits); written in one buffer.
-        out = torch.sub(logits, lse[:, None]).exp_().mul_(-grad[:, None])
-        out.scatter_add_(-1, targets[:, None], grad[:, None])
-        return out, None
+        return _logprob_grad_(torch.sub(logits, lse[:, None]), targets, grad), None
 
 
 def target_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -294,10 +298,8 @@ class _ChunkedUnembedLogprob(torch.autograd.Function):
         rows = _chunk_rows(weight)
         grad_hidden = torch.empty_like(hidden)
         for s in range(0, hidden.shape[0], rows):
-            g = grad[s : s + rows, None]
-            # d lp_t / d logits = onehot(target) - softmax(logits), scaled by the incoming gradient
-            d = (hidden[s : s + rows] @ weight.T).float().sub_(lse[s : s + rows, None]).exp_().mul_(-g)
-            d.scatter_add_(-1, targets[s : s + rows, None], g)
+            shifted = (hidden[s : s + rows] @ weight.T).float().sub_(lse[s : s + rows, None])
+            d = _logprob_grad_(shifted, targets[s : s + rows], grad[s : s + rows])
             torch.mm(d.to(weight.dtype), weight, out=grad_hidden[s : s + rows])
         return grad_hidden, None, None
 

@@ -189,15 +189,25 @@ def lora_apply(
     """
     if y.shape[:-1] != x.shape[:-1]:
         raise ValueError(f"lora_apply: y {tuple(y.shape)} and x {tuple(x.shape)} must share leading dims")
-    if not _needs_grad(y, x, lora_a, lora_b):  # skip the autograd node's overhead (~20 us) when nothing trains
-        h = _ops.lora_shrink(x.reshape(-1, x.shape[-1]), lora_a, seg_indptr, seg_adapter, lora_ranks)
-        out = _ops.lora_expand(y.reshape(-1, y.shape[-1]), h, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales)
-        return out.view(y.shape)
-    return _LoraApply.apply(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales, False)
+    return _dispatch_apply(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales, False)
 
 
-def _needs_grad(*tensors: torch.Tensor) -> bool:
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+def _apply(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales, inplace):
+    """(y + delta, x as [T, in], h): the delta into y itself with ``inplace``, else into a new tensor."""
+    x2 = x.reshape(-1, x.shape[-1])
+    h = _ops.lora_shrink(x2, lora_a, seg_indptr, seg_adapter, lora_ranks)
+    if inplace:
+        _ops.lora_expand_(y.view(-1, y.shape[-1]), h, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales)
+        return y, x2, h
+    out = _ops.lora_expand(y.reshape(-1, y.shape[-1]), h, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales)
+    return out.view(y.shape), x2, h
+
+
+def _dispatch_apply(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales, inplace):
+    """The ops straight away when nothing needs a gradient (no autograd node: ~20 us saved), else _LoraApply."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (y, x, lora_a, lora_b)):
+        return _LoraApply.apply(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales, inplace)
+    return _apply(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales, inplace)[0]
 
 
 class _LoraApply(torch.autograd.Function):
@@ -207,15 +217,9 @@ class _LoraApply(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales, inplace):
-        x2 = x.reshape(-1, x.shape[-1])
-        y2 = y.view(-1, y.shape[-1]) if inplace else y.reshape(-1, y.shape[-1])
-        h = _ops.lora_shrink(x2, lora_a, seg_indptr, seg_adapter, lora_ranks)
+        out, x2, h = _apply(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales, inplace)
         if inplace:
-            _ops.lora_expand_(y2, h, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales)
             ctx.mark_dirty(y)
-            out = y
-        else:
-            out = _ops.lora_expand(y2, h, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales).view(y.shape)
         ctx.save_for_backward(x2, h, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales)
         ctx.x_shape = x.shape
         return out
@@ -258,12 +262,7 @@ def lora_apply_(
         raise ValueError(f"lora_apply_: y must be contiguous, got strides {tuple(y.stride())}")
     if y.shape[:-1] != x.shape[:-1]:
         raise ValueError(f"lora_apply_: y {tuple(y.shape)} and x {tuple(x.shape)} must share leading dims")
-    if not _needs_grad(y, x, lora_a, lora_b):
-        _ops.lora_expand_(y.view(-1, y.shape[-1]), _ops.lora_shrink(x.reshape(-1, x.shape[-1]), lora_a, seg_indptr,
-                                                                    seg_adapter, lora_ranks),
-                          lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales)
-        return y
-    return _LoraApply.apply(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales, True)
+    return _dispatch_apply(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales, True)
 
 
 def segments_from_adapter_ids(

@@ -29,6 +29,11 @@ DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 CONNECT_RETRIES = 5
 RATE_LIMIT_RETRIES = 8  # 429s retried with backoff 0.1, 0.2, ... 2 s: about 10 s in all before raising
 
+
+def _backoff_s(attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (0, 1, ...): 0.1 s doubling, at most 2 s."""
+    return min(0.1 * 2**attempt, 2.0)
+
 # Error class names a server may put in its error bodies ("error_type" / "type"), mapped to mint's classes.
 _ERRORS_BY_NAME: dict[str, type[MintError]] = {
     cls.__name__: cls
@@ -201,12 +206,12 @@ class Transport:
                     except RateLimitError:
                         if limited == RATE_LIMIT_RETRIES:
                             raise
-                        time.sleep(min(0.1 * 2**limited, 2.0))
+                        time.sleep(_backoff_s(limited))
                         limited += 1
             except httpx.ConnectError as exc:
                 if attempt == CONNECT_RETRIES:
                     raise APIStatusError(f"cannot reach {self.base_url}: {exc}", status_code=0) from exc
-                time.sleep(min(0.1 * 2**attempt, 2.0))
+                time.sleep(_backoff_s(attempt))
             except httpx.TimeoutException as exc:
                 raise APIStatusError(f"{method} {path} timed out: {exc}", status_code=0) from exc
             except httpx.TransportError as exc:
@@ -238,12 +243,12 @@ class Transport:
                     except RateLimitError:
                         if limited == RATE_LIMIT_RETRIES:
                             raise
-                        await asyncio.sleep(min(0.1 * 2**limited, 2.0))
+                        await asyncio.sleep(_backoff_s(limited))
                         limited += 1
             except httpx.ConnectError as exc:
                 if attempt == CONNECT_RETRIES:
                     raise APIStatusError(f"cannot reach {self.base_url}: {exc}", status_code=0) from exc
-                await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
+                await asyncio.sleep(_backoff_s(attempt))
             except httpx.TimeoutException as exc:
                 raise APIStatusError(f"{method} {path} timed out: {exc}", status_code=0) from exc
             except httpx.TransportError as exc:
