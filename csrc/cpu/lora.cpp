@@ -23,6 +23,8 @@
 
 #include <cpuinfo.h>
 
+#include "lora_tiles.h"
+
 #include <algorithm>
 #include <utility>
 #include <vector>
@@ -203,20 +205,6 @@ Tensor rows_in_compute(const Tensor& t, const SlotRows& sr) {
   return t.index_select(0, sr.index).to(ct);
 }
 
-// Writes `src` (compute dtype, [rows, ...]) into the slot's rows of `dst`, converting to dst's dtype.
-void store_rows(Tensor& dst, const SlotRows& sr, const Tensor& src) {
-  if (sr.ranges.size() == 1) {
-    dst.narrow(0, sr.ranges[0].first, sr.count).copy_(src);
-  } else {
-    dst.index_copy_(0, sr.index, src.to(dst.scalar_type()));
-  }
-}
-
-// Rows [0, rank) of slot n of a [N, R, k] pool, as [rank, k] in the compute dtype.
-Tensor slot_weights(const Tensor& pool, const SlotRows& sr) {
-  return pool.select(0, sr.slot).narrow(0, 0, sr.rank).to(compute_type(pool.scalar_type(), sr));
-}
-
 std::vector<float> read_scales(const char* op, const Tensor& lora_scales, int64_t N, const Tensor& ref) {
   TORCH_CHECK(lora_scales.dim() == 1 && lora_scales.scalar_type() == at::kFloat, op,
               ": lora_scales must be a 1-D float32 tensor, got ", lora_scales.scalar_type(),
@@ -269,20 +257,6 @@ void mm_store(const Tensor& dst, const Tensor& m1, const Tensor& m2, double alph
   if (!target.is_same(dst)) dst.copy_(target);
 }
 
-// Writes alpha * m1 @ m2 (compute dtype) into the slot's rows of `dst` [T, k]: straight into a view when the
-// rows form one range, else through a gather-ordered temporary and index_copy_.
-void mm_store_rows(const Tensor& dst, const SlotRows& sr, const Tensor& m1, const Tensor& m2,
-                   double alpha) {
-  if (sr.ranges.size() == 1) {
-    mm_store(dst.narrow(0, sr.ranges[0].first, sr.count), m1, m2, alpha);
-    return;
-  }
-  Tensor tmp = at::empty({m1.size(0), m2.size(1)}, m1.options());
-  mm_store(tmp, m1, m2, alpha);
-  Tensor d = dst;
-  d.index_copy_(0, sr.index, tmp.to(dst.scalar_type()));
-}
-
 // True when the plan writes every row of a [T, ...] output (and, with full_rank, every column of a
 // [T, R] one), so that output needs no zero fill.
 bool covers_rows(const std::vector<SlotRows>& plan, int64_t T, int64_t R, bool full_rank) {
@@ -326,14 +300,111 @@ Tensor grad_pool(const Tensor& like, const std::vector<SlotRows>& plan) {
   return g;
 }
 
+// A block of consecutive rows of one slot (inside one of its ranges): the unit of work of the row kernels.
+struct RowBlock {
+  const SlotRows* sr;
+  int64_t row, count;
+};
+
+constexpr int64_t kBlockRows = 16;
+
+std::vector<RowBlock> row_blocks(const std::vector<SlotRows>& plan) {
+  std::vector<RowBlock> blocks;
+  for (const SlotRows& sr : plan) {
+    for (const auto& [b, e] : sr.ranges) {
+      for (int64_t r = b; r < e; r += kBlockRows) blocks.push_back({&sr, r, std::min(kBlockRows, e - r)});
+    }
+  }
+  return blocks;
+}
+
+// Runs fn(block, c0, c1) for every row block x chunk of `cols` columns (chunks of col_chunk), split over
+// the threads; every output element belongs to one call, so results do not depend on the thread count.
+// `fmas` is the work per output element, which sets how many items one task takes.
+template <typename Fn>
+void for_each_tile(const std::vector<RowBlock>& blocks, int64_t cols, int64_t col_chunk, int64_t fmas,
+                   const Fn& fn) {
+  const int64_t chunks = std::max<int64_t>(1, (cols + col_chunk - 1) / col_chunk);
+  const int64_t items = static_cast<int64_t>(blocks.size()) * chunks;
+  const int64_t item_fmas = std::max<int64_t>(1, kBlockRows * std::min(cols, col_chunk) * fmas);
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 17) / item_fmas);  // ~128K FMAs per task
+  at::parallel_for(0, items, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t it = begin; it < end; ++it) {
+      const int64_t c0 = (it % chunks) * col_chunk;
+      fn(blocks[it / chunks], c0, std::min(cols, c0 + col_chunk));
+    }
+  });
+}
+
+// t itself when its last dimension has unit stride (what the row kernels read), else a contiguous copy.
+Tensor unit_inner(const Tensor& t) { return t.size(-1) <= 1 || t.stride(-1) == 1 ? t : t.contiguous(); }
+
+template <typename Fn>
+void dispatch_float(at::ScalarType st, const Fn& fn) {
+  switch (st) {
+    case at::kFloat: return fn(float{});
+    case at::kBFloat16: return fn(c10::BFloat16{});
+    case at::kHalf: return fn(c10::Half{});
+    default: TORCH_CHECK(false, "mint LoRA: unsupported dtype ", st);
+  }
+}
+
+// out[rows, :R] for every block: alpha(slot) * rows @ W[slot, :rank]^T, zeros in columns [rank, R).
+// rows: [T, k], w: [N, R', k] pool, out: [T, R] contiguous.
+template <typename Alpha>
+void dot_blocks(const Tensor& rows, const Tensor& w, const std::vector<RowBlock>& blocks, Tensor& out,
+                const Alpha& alpha) {
+  const Tensor xr = unit_inner(rows), wp = unit_inner(w);
+  const int64_t k = xr.size(1), R = out.size(1);
+  dispatch_float(xr.scalar_type(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* xp = xr.data_ptr<T>();
+    const T* wptr = wp.data_ptr<T>();
+    T* op = out.data_ptr<T>();
+    for_each_tile(blocks, 1, 1, k * R, [&](const RowBlock& blk, int64_t, int64_t) {
+      const SlotRows& sr = *blk.sr;
+      lora_tiles::dot_rows<T>(xp + blk.row * xr.stride(0), xr.stride(0), wptr + sr.slot * wp.stride(0),
+                              wp.stride(1), blk.count, sr.rank, k, alpha(sr), op + blk.row * R, R, R);
+    });
+  });
+}
+
+// dst[rows] = base[rows] + alpha(slot) * h[rows, :rank] @ W[slot, :rank] for every block (base undefined:
+// no base term). h: [T, R'], w: [N, R', cols] pool, dst: [T, cols] with unit inner stride (may be base).
+template <typename Alpha>
+void axpy_blocks(const Tensor& base, const Tensor& h, const Tensor& w, const std::vector<RowBlock>& blocks,
+                 Tensor& dst, const Alpha& alpha) {
+  const Tensor hr = unit_inner(h), wp = unit_inner(w);
+  const Tensor br = base.defined() ? (base.is_same(dst) ? base : unit_inner(base)) : base;
+  const int64_t cols = dst.size(1);
+  // Whole rows stream best (few, sequential streams per thread); columns are split only when there are too
+  // few row blocks to keep every thread busy.
+  const int64_t blocks_needed = 4 * at::get_num_threads(), n_blocks = static_cast<int64_t>(blocks.size());
+  const int64_t splits = n_blocks >= blocks_needed ? 1 : (blocks_needed + n_blocks - 1) / std::max<int64_t>(1, n_blocks);
+  const int64_t quantum = 4 * lora_tiles::vector_width();
+  const int64_t chunk = std::max(quantum, (cols / splits + quantum - 1) / quantum * quantum);
+  dispatch_float(dst.scalar_type(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* bp = br.defined() ? br.data_ptr<T>() : nullptr;
+    const int64_t ldb = br.defined() ? br.stride(0) : 0;
+    const T* hp = hr.data_ptr<T>();
+    const T* wptr = wp.data_ptr<T>();
+    T* dp = dst.data_ptr<T>();
+    for_each_tile(blocks, cols, chunk, h.size(1), [&](const RowBlock& blk, int64_t c0, int64_t c1) {
+      const SlotRows& sr = *blk.sr;
+      lora_tiles::axpy_rows<T>(bp == nullptr ? nullptr : bp + blk.row * ldb, ldb, hp + blk.row * hr.stride(0),
+                               hr.stride(0), wptr + sr.slot * wp.stride(0), wp.stride(1), blk.count, sr.rank,
+                               c0, c1, alpha(sr), dp + blk.row * dst.stride(0), dst.stride(0));
+    });
+  });
+}
+
 // dst[rows] = base[rows] + scale[n] * h[rows, :r] @ B[n, :r] for every slot's rows. In place when dst is
-// base (other rows untouched). Out of place (dst fresh and contiguous) the rows no slot writes are copied
-// from base once, and each slot's rows of base are copied into dst right before its GEMM updates them,
-// while they are in cache, instead of cloning all of base first and streaming it through memory twice.
+// base (other rows untouched); out of place (dst fresh and contiguous) the rows no slot writes are copied
+// from base, and the kernel reads base's other rows once and writes dst once.
 void expand_into(Tensor& dst, const Tensor& base, const Tensor& h, const Tensor& lora_b,
                  const std::vector<SlotRows>& plan, const std::vector<float>& scales) {
-  const bool in_place = dst.is_same(base);
-  if (!in_place) {
+  if (!dst.is_same(base)) {
     std::vector<std::pair<int64_t, int64_t>> covered;
     for (const SlotRows& sr : plan) covered.insert(covered.end(), sr.ranges.begin(), sr.ranges.end());
     std::sort(covered.begin(), covered.end());
@@ -344,17 +415,7 @@ void expand_into(Tensor& dst, const Tensor& base, const Tensor& h, const Tensor&
       next = std::max(next, end);
     }
   }
-  for_each_slot(plan, [&](const SlotRows& sr) {
-    const Tensor b = slot_weights(lora_b, sr);
-    const Tensor hr = rows_in_compute(h.narrow(1, 0, sr.rank), sr);
-    if (dst.scalar_type() == hr.scalar_type() && sr.ranges.size() == 1) {
-      Tensor rows = dst.narrow(0, sr.ranges[0].first, sr.count);
-      if (!in_place) rows.copy_(base.narrow(0, sr.ranges[0].first, sr.count));
-      rows.addmm_(hr, b, 1.0, scales[sr.slot]);
-      return;
-    }
-    store_rows(dst, sr, at::addmm(rows_in_compute(base, sr), hr, b, 1.0, scales[sr.slot]));
-  });
+  axpy_blocks(base, h, lora_b, row_blocks(plan), dst, [&](const SlotRows& sr) { return scales[sr.slot]; });
 }
 
 Tensor lora_shrink_cpu(const Tensor& x, const Tensor& lora_a, const Tensor& seg_indptr,
@@ -365,11 +426,8 @@ Tensor lora_shrink_cpu(const Tensor& x, const Tensor& lora_a, const Tensor& seg_
   const int64_t T = x.size(0), N = lora_a.size(0), R = lora_a.size(1);
   const auto plan = make_plan(op, T, N, R, seg_indptr, seg_adapter, lora_ranks, x);
 
-  Tensor h = row_output({T, R}, x.options(), plan, R, /*full_rank=*/true);
-  for_each_slot(plan, [&](const SlotRows& sr) {
-    const Tensor a = slot_weights(lora_a, sr);
-    mm_store_rows(h.narrow(1, 0, sr.rank), sr, rows_in_compute(x, sr), a.t(), 1.0);
-  });
+  Tensor h = row_output({T, R}, x.options(), plan, R, /*full_rank=*/false);  // columns >= rank: the kernel
+  dot_blocks(x, lora_a, row_blocks(plan), h, [](const SlotRows&) { return 1.0f; });
   return h;
 }
 
@@ -398,6 +456,12 @@ void lora_expand_inplace_cpu(const Tensor& y, const Tensor& h, const Tensor& lor
   const auto plan = make_plan(op, y.size(0), N, lora_b.size(1), seg_indptr, seg_adapter, lora_ranks, y);
   const auto scales = read_scales(op, lora_scales, N, y);
 
+  if (y.size(1) > 1 && y.stride(1) != 1) {  // the kernel writes rows with unit column stride
+    Tensor out = at::empty(y.sizes(), y.options().memory_format(at::MemoryFormat::Contiguous));
+    expand_into(out, y, h, lora_b, plan, scales);
+    y.copy_(out);
+    return;
+  }
   Tensor dst = y;
   expand_into(dst, y, h, lora_b, plan, scales);
 }
@@ -413,15 +477,14 @@ std::tuple<Tensor, Tensor> lora_expand_backward_cpu(const Tensor& grad_y, const 
   const auto plan = make_plan(op, grad_y.size(0), N, R, seg_indptr, seg_adapter, lora_ranks, grad_y);
   const auto scales = read_scales(op, lora_scales, N, grad_y);
 
-  Tensor grad_h = row_output(h.sizes(), h.options(), plan, R, /*full_rank=*/true);
+  Tensor grad_h = row_output(h.sizes(), h.options().memory_format(at::MemoryFormat::Contiguous), plan, R,
+                             /*full_rank=*/false);
+  dot_blocks(grad_y, lora_b, row_blocks(plan), grad_h, [&](const SlotRows& sr) { return scales[sr.slot]; });
   Tensor grad_b = grad_pool(lora_b, plan);
   for_each_slot(plan, [&](const SlotRows& sr) {
-    const double scale = scales[sr.slot];
-    const Tensor b = slot_weights(lora_b, sr);
     const Tensor gy = rows_in_compute(grad_y, sr);
     const Tensor hr = rows_in_compute(h.narrow(1, 0, sr.rank), sr);
-    mm_store_rows(grad_h.narrow(1, 0, sr.rank), sr, gy, b.t(), scale);
-    mm_store(grad_b.select(0, sr.slot).narrow(0, 0, sr.rank), hr.t(), gy, scale);
+    mm_store(grad_b.select(0, sr.slot).narrow(0, 0, sr.rank), hr.t(), gy, scales[sr.slot]);
   });
   return {grad_h, grad_b};
 }
@@ -440,13 +503,13 @@ std::tuple<Tensor, Tensor> lora_shrink_backward_cpu(const Tensor& grad_h, const 
               R, "], got shape ", shape_str(grad_h));
   const auto plan = make_plan(op, T, N, R, seg_indptr, seg_adapter, lora_ranks, x);
 
-  Tensor grad_x = row_output(x.sizes(), x.options(), plan, R, /*full_rank=*/false);
+  Tensor grad_x = row_output(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous), plan, R,
+                             /*full_rank=*/false);
+  axpy_blocks(Tensor(), grad_h, lora_a, row_blocks(plan), grad_x, [](const SlotRows&) { return 1.0f; });
   Tensor grad_a = grad_pool(lora_a, plan);
   for_each_slot(plan, [&](const SlotRows& sr) {
-    const Tensor a = slot_weights(lora_a, sr);
     const Tensor gh = rows_in_compute(grad_h.narrow(1, 0, sr.rank), sr);
     const Tensor xr = rows_in_compute(x, sr);
-    mm_store_rows(grad_x, sr, gh, a, 1.0);
     mm_store(grad_a.select(0, sr.slot).narrow(0, 0, sr.rank), gh.t(), xr, 1.0);
   });
   return {grad_x, grad_a};

@@ -1,0 +1,96 @@
+"""The register-blocked row kernels behind the CPU LoRA ops (csrc/cpu/lora_tiles.cpp).
+
+Every op's row side (h = x A^T, y + s h B, grad_h = s grad_y B^T, grad_x = grad_h A) runs in blocks of
+up to 16 rows of one slot, 4 (AVX-512) or 2 (AVX2) rows and 4 dot columns or 2-4 output vectors at a
+time, with masked vector tails, column chunks when there are few row blocks, and several passes for
+ranks over 256. These cases sit on and around each of those boundaries; the reference is the float32
+per-segment formulas of tests/ops/test_lora_fast_paths.py (NaN-primed outputs). Bit-level checks: a
+row's result does not depend on the other rows in the call (batch invariance), on where a block
+boundary falls, or on the thread count.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.ops.test_lora_fast_paths import check_all, make
+
+ops = torch.ops.mint
+
+# (segment lengths, slot per segment, rank per slot, R, in, out)
+TILE_CASES = {
+    # rows per slot around the 4-row register block and the 16-row work block
+    "rows_1_3_4_5": ([1, 3, 4, 5], [0, 1, 2, 3], [16] * 4, 16, 48, 64),
+    "rows_15_16_17_33": ([15, 16, 17, 33], [0, 1, 2, 3], [8] * 4, 8, 32, 32),
+    # k (in) around the vector width: 1, 15, 17 and a long masked tail
+    "k_1": ([6, 5], [0, 1], [4, 4], 4, 1, 20),
+    "k_15": ([6, 5], [0, 1], [4, 4], 4, 15, 20),
+    "k_17": ([6, 5], [0, 1], [4, 4], 4, 17, 20),
+    "k_100": ([9, 7], [0, 1], [8, 8], 8, 100, 20),
+    # output columns around one vector and the 4-vector block (64 floats with AVX-512)
+    "out_1": ([7, 6], [0, 1], [4, 4], 4, 24, 1),
+    "out_15": ([7, 6], [0, 1], [4, 4], 4, 24, 15),
+    "out_63_rank_3": ([7, 6], [0, 1], [3, 3], 4, 24, 63),
+    "out_65_rank_5": ([7, 6], [0, 1], [5, 5], 5, 24, 65),
+    "out_130_rank_7": ([9, 4], [1, 0], [7, 6], 7, 40, 130),
+    # ranks that are not a multiple of the 4 dot columns, and beyond one 256-rank pass of the expand
+    "ranks_1_2_6_9": ([5, 5, 5, 5], [0, 1, 2, 3], [1, 2, 6, 9], 9, 37, 41),
+    "rank_300": ([5, 6], [0, 1], [300, 257], 300, 40, 36),
+    # one slot, few rows, wide output: the output columns are split into chunks across threads
+    "one_block_wide": ([3], [0], [16], 16, 64, 1000),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("case", list(TILE_CASES))
+def test_tiles_match_formulas(case, dtype):
+    check_all(TILE_CASES[case], dtype)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("case", ["rows_15_16_17_33", "one_block_wide", "rank_300"])
+def test_tiles_thread_counts(case, threads):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        check_all(TILE_CASES[case], torch.float32)
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_ops(x, y, h, gy, gh, a, b, indptr, seg, rk, sc):
+    return [ops.lora_shrink(x, a, indptr, seg, rk), ops.lora_expand(y, h, b, indptr, seg, rk, sc),
+            ops.lora_expand_backward(gy, h, b, indptr, seg, rk, sc)[0],
+            ops.lora_shrink_backward(gh, x, a, indptr, seg, rk)[0]]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_row_results_do_not_depend_on_the_batch(dtype):
+    """Each row computed alone, as one of 37 rows of its slot, and behind other slots' rows: same bits."""
+    case = ([37, 11], [0, 1], [16, 16], 16, 70, 90)
+    x, y, h, gy, gh, a, b, indptr, seg, rk, sc = make(*case, dtype)
+    batched = run_ops(x, y, h, gy, gh, a, b, indptr, seg, rk, sc)
+    for threads in (1, 2):
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            for t in (0, 3, 4, 16, 17, 36, 37, 47):
+                n = 0 if t < 37 else 1
+                one = run_ops(x[t:t + 1], y[t:t + 1], h[t:t + 1], gy[t:t + 1], gh[t:t + 1], a, b,
+                              torch.tensor([0, 1]), torch.tensor([n]), rk, sc)
+                for name, full, single in zip(["h", "out", "grad_h", "grad_x"], batched, one):
+                    assert torch.equal(full[t:t + 1], single), f"{name} row {t} at {threads} threads"
+        finally:
+            torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_expand_inplace_on_strided_rows(dtype):
+    """lora_expand_ on a y whose columns are not adjacent (a transposed view) writes the same values."""
+    x, y, h, gy, gh, a, b, indptr, seg, rk, sc = make([6, 7], [1, 0], [8, 8], 8, 20, 33, dtype)
+    want = ops.lora_expand(y, h, b, indptr, seg, rk, sc)
+    yt = y.t().contiguous().t()  # same values, column stride T
+    assert yt.stride(1) != 1
+    ops.lora_expand_(yt, h, b, indptr, seg, rk, sc)
+    assert torch.equal(yt, want)
