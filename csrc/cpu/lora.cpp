@@ -399,6 +399,43 @@ void axpy_blocks(const Tensor& base, const Tensor& h, const Tensor& w, const std
   });
 }
 
+// grad[slot, :rank] = alpha(slot) * coef[rows, :rank]^T @ src[rows] for every slot of the plan, the
+// reduction over the slot's rows in segment order (a slot with several ranges reads a gathered copy).
+// coef: [T, R'] (h or grad_h), src: [T, cols] (grad_y or x), grad: a contiguous [N, R', cols] pool whose
+// other rows grad_pool zeroes. Items are (slot, 4-vector column chunk): a chunk of src stays in cache
+// while every rank row of the slot streams over it.
+template <typename Alpha>
+void weight_grads(const Tensor& coef, const Tensor& src, const std::vector<SlotRows>& plan, Tensor& grad,
+                  const Alpha& alpha) {
+  const int64_t n_slots = static_cast<int64_t>(plan.size()), cols = src.size(1), R = grad.size(1);
+  if (n_slots == 0 || cols == 0) return;
+  std::vector<Tensor> coefs(n_slots), rows(n_slots);
+  for (int64_t i = 0; i < n_slots; ++i) {
+    const SlotRows& sr = plan[i];
+    const bool one = sr.ranges.size() == 1;
+    const Tensor c = one ? coef.narrow(0, sr.ranges[0].first, sr.count) : coef.index_select(0, sr.index);
+    coefs[i] = at::empty({sr.rank, sr.count}, coef.options().dtype(at::kFloat));
+    coefs[i].copy_(c.narrow(1, 0, sr.rank).t());
+    if (alpha(sr) != 1.0f) coefs[i].mul_(alpha(sr));
+    rows[i] = unit_inner(one ? src.narrow(0, sr.ranges[0].first, sr.count) : src.index_select(0, sr.index));
+  }
+  const int64_t chunk = 4 * lora_tiles::vector_width();
+  const int64_t chunks = (cols + chunk - 1) / chunk;
+  dispatch_float(src.scalar_type(), [&](auto tag) {
+    using T = decltype(tag);
+    T* gp = grad.data_ptr<T>();
+    at::parallel_for(0, n_slots * chunks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t it = begin; it < end; ++it) {
+        const int64_t i = it / chunks, c0 = (it % chunks) * chunk;
+        const SlotRows& sr = plan[i];
+        lora_tiles::axpy_rows_f32<T>(nullptr, 0, coefs[i].data_ptr<float>(), sr.count, rows[i].data_ptr<T>(),
+                                     rows[i].stride(0), sr.rank, sr.count, c0, std::min(cols, c0 + chunk),
+                                     gp + sr.slot * R * cols, cols);
+      }
+    });
+  });
+}
+
 // dst[rows] = base[rows] + scale[n] * h[rows, :r] @ B[n, :r] for every slot's rows. In place when dst is
 // base (other rows untouched); out of place (dst fresh and contiguous) the rows no slot writes are copied
 // from base, and the kernel reads base's other rows once and writes dst once.
@@ -481,11 +518,7 @@ std::tuple<Tensor, Tensor> lora_expand_backward_cpu(const Tensor& grad_y, const 
                              /*full_rank=*/false);
   dot_blocks(grad_y, lora_b, row_blocks(plan), grad_h, [&](const SlotRows& sr) { return scales[sr.slot]; });
   Tensor grad_b = grad_pool(lora_b, plan);
-  for_each_slot(plan, [&](const SlotRows& sr) {
-    const Tensor gy = rows_in_compute(grad_y, sr);
-    const Tensor hr = rows_in_compute(h.narrow(1, 0, sr.rank), sr);
-    mm_store(grad_b.select(0, sr.slot).narrow(0, 0, sr.rank), hr.t(), gy, scales[sr.slot]);
-  });
+  weight_grads(h, grad_y, plan, grad_b, [&](const SlotRows& sr) { return scales[sr.slot]; });
   return {grad_h, grad_b};
 }
 
@@ -507,11 +540,7 @@ std::tuple<Tensor, Tensor> lora_shrink_backward_cpu(const Tensor& grad_h, const 
                              /*full_rank=*/false);
   axpy_blocks(Tensor(), grad_h, lora_a, row_blocks(plan), grad_x, [](const SlotRows&) { return 1.0f; });
   Tensor grad_a = grad_pool(lora_a, plan);
-  for_each_slot(plan, [&](const SlotRows& sr) {
-    const Tensor gh = rows_in_compute(grad_h.narrow(1, 0, sr.rank), sr);
-    const Tensor xr = rows_in_compute(x, sr);
-    mm_store(grad_a.select(0, sr.slot).narrow(0, 0, sr.rank), gh.t(), xr, 1.0);
-  });
+  weight_grads(grad_h, x, plan, grad_a, [](const SlotRows&) { return 1.0f; });
   return {grad_x, grad_a};
 }
 

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <tuple>
+#include <vector>
 
 namespace mint::lora_tiles {
 namespace {
@@ -109,10 +110,10 @@ void dot_row_block(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t n, 
 }
 
 // out[i, c..c + NC*W) (or the first `tail` elements of one vector when NC == 1 and tail < W)
-// = base + sum_j hs[i * r + j] * w[j, ...], hs already scaled.
+// = base + sum_j hs[i * ldhs + j] * w[j, ...], hs already scaled.
 template <int MR, int NC, typename T>
-C10_ALWAYS_INLINE void axpy_block(const T* base, int64_t ldb, const float* hs, int64_t r, const T* w,
-                                  int64_t ldw, T* out, int64_t ldo, int64_t c, int64_t tail) {
+C10_ALWAYS_INLINE void axpy_block(const T* base, int64_t ldb, const float* hs, int64_t ldhs, int64_t r,
+                                  const T* w, int64_t ldw, T* out, int64_t ldo, int64_t c, int64_t tail) {
   Vec acc[MR][NC];
   const bool full = tail == W;
 #pragma GCC unroll 4
@@ -136,7 +137,7 @@ C10_ALWAYS_INLINE void axpy_block(const T* base, int64_t ldb, const float* hs, i
     }
 #pragma GCC unroll 4
     for (int i = 0; i < MR; ++i) {
-      const Vec hv(hs[i * r + j]);
+      const Vec hv(hs[i * ldhs + j]);
 #pragma GCC unroll 4
       for (int v = 0; v < NC; ++v) acc[i][v] = at::vec::fmadd(hv, wv[v], acc[i][v]);
     }
@@ -148,29 +149,35 @@ C10_ALWAYS_INLINE void axpy_block(const T* base, int64_t ldb, const float* hs, i
   }
 }
 
+// MR rows of out over columns [c0, c1), from MR rows of pre-scaled fp32 coefficients hs (row stride ldhs).
 template <int MR, typename T>
-void axpy_row_block(const T* base, int64_t ldb, const T* h, int64_t ldh, const T* w, int64_t ldw, int64_t r,
-                    int64_t c0, int64_t c1, float alpha, T* out, int64_t ldo) {
-  // h rows scaled once into fp32 (alpha * h rounds like the reference's scale * (h @ B) only up to fp32).
-  constexpr int64_t kMaxRank = 256;
-  float hs[MR * kMaxRank];
-  for (int64_t r0 = 0; r0 < r; r0 += kMaxRank) {  // ranks beyond kMaxRank: more passes over out
-    const int64_t rr = std::min(kMaxRank, r - r0);
-    for (int i = 0; i < MR; ++i) {
-      for (int64_t j = 0; j < rr; ++j) hs[i * rr + j] = alpha * static_cast<float>(h[i * ldh + r0 + j]);
-    }
-    const T* src = r0 == 0 ? base : out;
-    const int64_t lds = r0 == 0 ? ldb : ldo;
-    const T* wr = w + r0 * ldw;
-    int64_t c = c0;
-    for (; c + kAxpyVecs * W <= c1; c += kAxpyVecs * W) {
-      axpy_block<MR, kAxpyVecs>(src, lds, hs, rr, wr, ldw, out, ldo, c, W);
-    }
-    for (; c < c1; c += W) axpy_block<MR, 1>(src, lds, hs, rr, wr, ldw, out, ldo, c, std::min(W, c1 - c));
+void axpy_row_block(const T* base, int64_t ldb, const float* hs, int64_t ldhs, const T* w, int64_t ldw,
+                    int64_t r, int64_t c0, int64_t c1, T* out, int64_t ldo) {
+  int64_t c = c0;
+  for (; c + kAxpyVecs * W <= c1; c += kAxpyVecs * W) {
+    axpy_block<MR, kAxpyVecs>(base, ldb, hs, ldhs, r, w, ldw, out, ldo, c, W);
   }
+  for (; c < c1; c += W) axpy_block<MR, 1>(base, ldb, hs, ldhs, r, w, ldw, out, ldo, c, std::min(W, c1 - c));
+}
+
+template <typename T>
+void axpy_scaled(const T* base, int64_t ldb, const float* hs, int64_t ldhs, const T* w, int64_t ldw, int64_t m,
+                 int64_t r, int64_t c0, int64_t c1, T* out, int64_t ldo) {
+  const auto rows = [&](int64_t i0) { return base == nullptr ? nullptr : base + i0 * ldb; };
+  int64_t i = 0;
+  for (; i + kAxpyRows <= m; i += kAxpyRows) {
+    axpy_row_block<kAxpyRows>(rows(i), ldb, hs + i * ldhs, ldhs, w, ldw, r, c0, c1, out + i * ldo, ldo);
+  }
+  for (; i < m; ++i) axpy_row_block<1>(rows(i), ldb, hs + i * ldhs, ldhs, w, ldw, r, c0, c1, out + i * ldo, ldo);
 }
 
 }  // namespace
+
+template <typename T>
+void axpy_rows_f32(const T* base, int64_t ldb, const float* hs, int64_t ldhs, const T* w, int64_t ldw,
+                   int64_t m, int64_t r, int64_t c0, int64_t c1, T* out, int64_t ldo) {
+  axpy_scaled(base, ldb, hs, ldhs, w, ldw, m, r, c0, c1, out, ldo);
+}
 
 template <typename T>
 void dot_rows(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t m, int64_t n, int64_t k, float alpha,
@@ -185,12 +192,19 @@ void dot_rows(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t m, int64
 template <typename T>
 void axpy_rows(const T* base, int64_t ldb, const T* h, int64_t ldh, const T* w, int64_t ldw, int64_t m,
                int64_t r, int64_t c0, int64_t c1, float alpha, T* out, int64_t ldo) {
-  int64_t i = 0;
-  const auto rows = [&](int64_t i0) { return base == nullptr ? nullptr : base + i0 * ldb; };
-  for (; i + kAxpyRows <= m; i += kAxpyRows) {
-    axpy_row_block<kAxpyRows>(rows(i), ldb, h + i * ldh, ldh, w, ldw, r, c0, c1, alpha, out + i * ldo, ldo);
+  // h scaled once into fp32 (alpha * h matches the reference's scale * (h @ B) up to fp32 rounding).
+  constexpr int64_t kStackFloats = 16 * 256;
+  float stack[kStackFloats];
+  std::vector<float> heap;
+  float* hs = stack;
+  if (m * r > kStackFloats) {
+    heap.resize(m * r);
+    hs = heap.data();
   }
-  for (; i < m; ++i) axpy_row_block<1>(rows(i), ldb, h + i * ldh, ldh, w, ldw, r, c0, c1, alpha, out + i * ldo, ldo);
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < r; ++j) hs[i * r + j] = alpha * static_cast<float>(h[i * ldh + j]);
+  }
+  axpy_scaled(base, ldb, hs, r, w, ldw, m, r, c0, c1, out, ldo);
 }
 
 int64_t vector_width() { return W; }
@@ -199,7 +213,9 @@ int64_t vector_width() { return W; }
   template void dot_rows<T>(const T*, int64_t, const T*, int64_t, int64_t, int64_t, int64_t, float, T*,   \
                             int64_t, int64_t);                                                             \
   template void axpy_rows<T>(const T*, int64_t, const T*, int64_t, const T*, int64_t, int64_t, int64_t,    \
-                             int64_t, int64_t, float, T*, int64_t);
+                             int64_t, int64_t, float, T*, int64_t);                                        \
+  template void axpy_rows_f32<T>(const T*, int64_t, const float*, int64_t, const T*, int64_t, int64_t,     \
+                                 int64_t, int64_t, int64_t, T*, int64_t);
 MINT_LORA_TILES_INSTANTIATE(float)
 MINT_LORA_TILES_INSTANTIATE(c10::BFloat16)
 MINT_LORA_TILES_INSTANTIATE(c10::Half)

@@ -30,6 +30,13 @@ template <typename T>
 void axpy_rows(const T* base, int64_t ldb, const T* h, int64_t ldh, const T* w, int64_t ldw, int64_t m,
                int64_t r, int64_t c0, int64_t c1, float alpha, T* out, int64_t ldo);
 
+// axpy_rows with the coefficients given as fp32, already scaled: hs [m, r] (row stride ldhs).
+// Used for the weight gradients, dB = scale * h^T @ grad_y and dA = grad_h^T @ x, where r is the
+// number of tokens (hs = the transposed, scaled h or grad_h) and w their rows of grad_y or x.
+template <typename T>
+void axpy_rows_f32(const T* base, int64_t ldb, const float* hs, int64_t ldhs, const T* w, int64_t ldw,
+                   int64_t m, int64_t r, int64_t c0, int64_t c1, T* out, int64_t ldo);
+
 // Elements per vector register of the build (16 with AVX-512, 8 with AVX2), for sizing work items.
 int64_t vector_width();
 
