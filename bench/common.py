@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
@@ -21,18 +22,27 @@ def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> 
     return statistics.median(times)
 
 
-def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1) -> dict[str, float]:
-    """Median wall-clock seconds of each ``fns[name]()``, timed round-robin (one run of each in turn) so that
-    a slow phase of a shared machine hits every contender alike."""
-    for _ in range(warmup):
-        for fn in fns.values():
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1,
+                        min_sample_s: float = 0.0) -> dict[str, float]:
+    """Median wall-clock seconds of each ``fns[name]()``, timed round-robin (one sample of each in turn) so that
+    a slow phase of a shared machine hits every contender alike. With ``min_sample_s`` a sample of a fast
+    function is the mean of as many back-to-back calls as fill that time (sub-millisecond calls are otherwise
+    at the mercy of one interrupt)."""
+    calls: dict[str, int] = {}
+    for name, fn in fns.items():
+        start = time.perf_counter()
+        for _ in range(max(1, warmup)):
             fn()
+        once = (time.perf_counter() - start) / max(1, warmup)
+        calls[name] = max(1, math.ceil(min_sample_s / once)) if min_sample_s > 0 and once > 0 else 1
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
+            n = calls[name]
             start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+            for _ in range(n):
+                fn()
+            times[name].append((time.perf_counter() - start) / n)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -76,7 +86,8 @@ def machine_limits(size_mb: int = 256, matmul_n: int = 2048, repeats: int = 5) -
     - ``copy_gbps``: ``dst.copy_(src)`` counted as 8 bytes per element (read + write). The CPU also reads
       each destination line before overwriting it (write-allocate), so the memory moves 12 bytes per
       element and this figure understates the bandwidth by up to 1.5x: shown for reference, not a bound.
-    - ``matmul_gflops``: a ``matmul_n``-square fp32 matmul.
+    - ``matmul_gflops``: a ``matmul_n``-square fp32 matmul; ``matmul_bf16_gflops`` the same in bf16 (faster
+      than fp32 on CPUs with bf16 dot-product instructions; the compute ceiling of bf16 ops).
     """
     import torch
 
@@ -90,11 +101,14 @@ def machine_limits(size_mb: int = 256, matmul_n: int = 2048, repeats: int = 5) -
     a = torch.randn(matmul_n, matmul_n)
     b = torch.randn(matmul_n, matmul_n)
     t_mm = best_time(lambda: a @ b, max(3, repeats // 2))
+    a16, b16 = a.bfloat16(), b.bfloat16()
+    t_mm16 = best_time(lambda: a16 @ b16, max(3, repeats // 2))
     return {
         "read_gbps": 4 * n / t_read / 1e9,
         "rmw_gbps": 12 * n / t_rmw / 1e9,
         "copy_gbps": 8 * n / t_copy / 1e9,
         "matmul_gflops": 2 * matmul_n**3 / t_mm / 1e9,
+        "matmul_bf16_gflops": 2 * matmul_n**3 / t_mm16 / 1e9,
     }
 
 
@@ -102,16 +116,18 @@ def describe_limits(limits: dict[str, float]) -> str:
     """One line with the measured ceilings."""
     return (f"read {limits['read_gbps']:.1f} GB/s (x.sum() / x.amax()), read-modify-write {limits['rmw_gbps']:.1f} GB/s "
             f"(a.add_(b), 12 B/elem), copy {limits['copy_gbps']:.1f} GB/s (dst.copy_(src) as 8 B/elem; "
-            f"write-allocate makes it 12), matmul {limits['matmul_gflops']:.0f} GFLOP/s")
+            f"write-allocate makes it 12), matmul {limits['matmul_gflops']:.0f} GFLOP/s fp32, "
+            f"{limits['matmul_bf16_gflops']:.0f} GFLOP/s bf16")
 
 
-def bound_seconds(bytes_moved: float, flops: float, limits: dict[str, float], memory: str = "rmw") -> float:
+def bound_seconds(bytes_moved: float, flops: float, limits: dict[str, float], memory: str = "rmw",
+                  compute: str = "matmul") -> float:
     """The op's lower bound on this machine: the larger of its memory time and its compute time.
 
     ``memory`` names the bandwidth that applies to the op's access pattern: "read" (reads only) or "rmw"
-    (reads plus in-place writes).
+    (reads plus in-place writes); ``compute`` the matmul rate: "matmul" (fp32) or "matmul_bf16".
     """
-    return max(bytes_moved / (limits[f"{memory}_gbps"] * 1e9), flops / (limits["matmul_gflops"] * 1e9))
+    return max(bytes_moved / (limits[f"{memory}_gbps"] * 1e9), flops / (limits[f"{compute}_gflops"] * 1e9))
 
 
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:

@@ -14,8 +14,12 @@ import itertools
 
 import torch
 
-from bench.common import bound_seconds, describe_limits, machine, machine_limits, median_time, print_table
+from bench.common import bound_seconds, describe_limits, interleaved_medians, machine, machine_limits, print_table
 from mint import ops
+
+# A timing sample of a sub-millisecond call is the mean of back-to-back calls filling this long; contenders are
+# sampled round-robin and each figure is the median of the samples.
+MIN_SAMPLE_S = 0.02
 
 SHAPES = [(576, 576), (576, 1536), (1536, 576), (4096, 4096), (4096, 11008)]
 
@@ -66,14 +70,19 @@ def run(cases, dtype: torch.dtype, repeats: int, limits) -> tuple[list, list]:
         itemsize = x.element_size()
         bytes_fwd = itemsize * (t * d_in + 2 * t * d_out + used * rank * (d_in + d_out))
         flops_fwd = 2 * t * rank * (d_in + d_out)
-        bound = bound_seconds(bytes_fwd, flops_fwd, limits)
-        t_mint = median_time(lambda: ops.lora_apply(y, x, a, b, indptr, adapters, ranks, scales), repeats)
-        t_loop = median_time(lambda: loop_forward(x, y, a, b, ids), repeats)
+        compute = "matmul_bf16" if dtype == torch.bfloat16 else "matmul"
+        bound = bound_seconds(bytes_fwd, flops_fwd, limits, compute=compute)
         gather_bytes = t * rank * (d_in + d_out) * itemsize
-        t_bmm = median_time(lambda: bmm_forward(x, y, a, b, ids), repeats) if gather_bytes < 2**30 else float("nan")
+        fns = {"mint": lambda: ops.lora_apply(y, x, a, b, indptr, adapters, ranks, scales),
+               "loop": lambda: loop_forward(x, y, a, b, ids)}
+        if gather_bytes < 2**30:
+            fns["bmm"] = lambda: bmm_forward(x, y, a, b, ids)
+        if dtype == torch.float32:
+            fns["floor"] = lambda: gemm_floor(x, y, a, b, indptr, adapters)
+        times = interleaved_medians(fns, repeats, min_sample_s=MIN_SAMPLE_S)
+        t_mint, t_loop = times["mint"], times["loop"]
+        t_bmm, t_floor = times.get("bmm", float("nan")), times.get("floor", float("nan"))
         best = min(t_loop, t_bmm) if t_bmm == t_bmm else t_loop
-        t_floor = median_time(lambda: gemm_floor(x, y, a, b, indptr, adapters), repeats) if dtype == torch.float32 \
-            else float("nan")
         fwd_rows.append([f"{d_in}->{d_out}", t, k, rank, f"{t_mint * 1e3:.3f}", f"{t_loop * 1e3:.3f}",
                          "n/a" if t_bmm != t_bmm else f"{t_bmm * 1e3:.3f}", f"{best / t_mint:.2f}x",
                          f"{bound / t_mint:.0%}", "n/a" if t_floor != t_floor else f"{t_floor * 1e3:.3f}",
@@ -90,9 +99,9 @@ def run(cases, dtype: torch.dtype, repeats: int, limits) -> tuple[list, list]:
             out = loop_forward(xg, y, ag, bg, ids)
             torch.autograd.grad(out, (xg, ag, bg), grad_out)
 
-        t_mb = median_time(mint_bwd, repeats)
-        t_lb = median_time(loop_bwd, repeats)
-        bound_b = bound_seconds(3 * bytes_fwd, 3 * flops_fwd, limits)
+        times = interleaved_medians({"mint": mint_bwd, "loop": loop_bwd}, repeats, min_sample_s=MIN_SAMPLE_S)
+        t_mb, t_lb = times["mint"], times["loop"]
+        bound_b = bound_seconds(3 * bytes_fwd, 3 * flops_fwd, limits, compute=compute)
         bwd_rows.append([f"{d_in}->{d_out}", t, k, rank, f"{t_mb * 1e3:.3f}", f"{t_lb * 1e3:.3f}",
                          f"{t_lb / t_mb:.2f}x", f"{bound_b / t_mb:.0%}"])
     return fwd_rows, bwd_rows
@@ -113,9 +122,10 @@ def main(argv: list[str] | None = None) -> None:
     limits = machine_limits()
     print(f"machine: {machine()}\nceilings: {describe_limits(limits)}")
     print("bound: the larger of the bytes (x, y read and written, the used adapters' A and B; backward 3x) at the "
-          "read-modify-write bandwidth and the FLOPs at the matmul rate")
+          "read-modify-write bandwidth and the FLOPs at the matmul rate of the dtype")
     fwd, bwd = run(cases, dtype, args.repeats, limits)
-    print_table(f"LoRA forward (shrink + expand), {args.dtype}, ms (median of {args.repeats})",
+    print_table(f"LoRA forward (shrink + expand), {args.dtype}, ms (median of {args.repeats} round-robin samples, "
+                f"each >= {MIN_SAMPLE_S * 1e3:.0f} ms of back-to-back calls)",
                 ["shape", "T", "K", "rank", "mint", "loop", "bmm", "vs best", "of bound", "gemm floor",
                  "best/floor"], fwd)
     print("gemm floor: y.clone() + one shrink and one expand GEMM per segment on contiguous views (fp32 only), "

@@ -383,6 +383,41 @@ void axpy_blocks(const Tensor& base, const Tensor& h, const Tensor& w, const std
   const int64_t splits = n_blocks >= blocks_needed ? 1 : (blocks_needed + n_blocks - 1) / std::max<int64_t>(1, n_blocks);
   const int64_t quantum = 4 * lora_tiles::vector_width();
   const int64_t chunk = std::max(quantum, (cols / splits + quantum - 1) / quantum * quantum);
+  if (dst.scalar_type() == at::kBFloat16 && lora_tiles::packed_pairs_elems(1, 1) > 0) {
+    // bf16 pair dot instructions: each used slot's weights packed into rank pairs once per call (a slot's
+    // blocks are adjacent, so `slots` lists each slot once)
+    std::vector<const SlotRows*> slots;
+    for (const RowBlock& blk : blocks) {
+      if (slots.empty() || slots.back() != blk.sr) slots.push_back(blk.sr);
+    }
+    std::vector<int64_t> offset(w.size(0), -1);
+    int64_t total = 0;
+    for (const SlotRows* sr : slots) {
+      offset[sr->slot] = total;
+      total += lora_tiles::packed_pairs_elems(sr->rank, cols);
+    }
+    Tensor packed = at::empty({total}, dst.options());
+    using BF = c10::BFloat16;
+    BF* pk = packed.data_ptr<BF>();
+    const BF* wptr = wp.data_ptr<BF>();
+    at::parallel_for(0, static_cast<int64_t>(slots.size()), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const SlotRows& sr = *slots[i];
+        lora_tiles::pack_pairs(wptr + sr.slot * wp.stride(0), wp.stride(1), sr.rank, cols, pk + offset[sr.slot]);
+      }
+    });
+    const BF* bp = br.defined() ? br.data_ptr<BF>() : nullptr;
+    const int64_t ldb = br.defined() ? br.stride(0) : 0;
+    const BF* hp = hr.data_ptr<BF>();
+    BF* dp = dst.data_ptr<BF>();
+    for_each_tile(blocks, cols, chunk, h.size(1), [&](const RowBlock& blk, int64_t c0, int64_t c1) {
+      const SlotRows& sr = *blk.sr;
+      lora_tiles::axpy_rows_pairs(bp == nullptr ? nullptr : bp + blk.row * ldb, ldb, hp + blk.row * hr.stride(0),
+                                  hr.stride(0), pk + offset[sr.slot], blk.count, sr.rank, cols, c0, c1, alpha(sr),
+                                  dp + blk.row * dst.stride(0), dst.stride(0));
+    });
+    return;
+  }
   dispatch_float(dst.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     const T* bp = br.defined() ? br.data_ptr<T>() : nullptr;
@@ -409,18 +444,37 @@ void weight_grads(const Tensor& coef, const Tensor& src, const std::vector<SlotR
                   const Alpha& alpha) {
   const int64_t n_slots = static_cast<int64_t>(plan.size()), cols = src.size(1), R = grad.size(1);
   if (n_slots == 0 || cols == 0) return;
+  const bool pairs = src.scalar_type() == at::kBFloat16 && lora_tiles::packed_pairs_elems(1, 1) > 0;
   std::vector<Tensor> coefs(n_slots), rows(n_slots);
   for (int64_t i = 0; i < n_slots; ++i) {
     const SlotRows& sr = plan[i];
     const bool one = sr.ranges.size() == 1;
     const Tensor c = one ? coef.narrow(0, sr.ranges[0].first, sr.count) : coef.index_select(0, sr.index);
-    coefs[i] = at::empty({sr.rank, sr.count}, coef.options().dtype(at::kFloat));
+    // fp32 coefficients with the scale folded in; bf16 pairs take coef^T as it is (alpha applied at the end)
+    coefs[i] = at::empty({sr.rank, sr.count}, coef.options().dtype(pairs ? at::kBFloat16 : at::kFloat));
     coefs[i].copy_(c.narrow(1, 0, sr.rank).t());
-    if (alpha(sr) != 1.0f) coefs[i].mul_(alpha(sr));
+    if (!pairs && alpha(sr) != 1.0f) coefs[i].mul_(alpha(sr));
     rows[i] = unit_inner(one ? src.narrow(0, sr.ranges[0].first, sr.count) : src.index_select(0, sr.index));
   }
   const int64_t chunk = 4 * lora_tiles::vector_width();
   const int64_t chunks = (cols + chunk - 1) / chunk;
+  if (pairs) {
+    // each item packs its column chunk of the slot's rows into token pairs, then every rank row streams over it
+    using BF = c10::BFloat16;
+    BF* gp = grad.data_ptr<BF>();
+    at::parallel_for(0, n_slots * chunks, 1, [&](int64_t begin, int64_t end) {
+      std::vector<BF> packed;
+      for (int64_t it = begin; it < end; ++it) {
+        const int64_t i = it / chunks, c0 = (it % chunks) * chunk, width = std::min(cols, c0 + chunk) - c0;
+        const SlotRows& sr = plan[i];
+        packed.resize(lora_tiles::packed_pairs_elems(sr.count, width));
+        lora_tiles::pack_pairs(rows[i].data_ptr<BF>() + c0, rows[i].stride(0), sr.count, width, packed.data());
+        lora_tiles::axpy_rows_pairs(nullptr, 0, coefs[i].data_ptr<BF>(), sr.count, packed.data(), sr.rank, sr.count,
+                                    width, 0, width, alpha(sr), gp + sr.slot * R * cols + c0, cols);
+      }
+    });
+    return;
+  }
   dispatch_float(src.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     T* gp = grad.data_ptr<T>();

@@ -8,11 +8,13 @@
 
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
+#include <c10/util/Exception.h>
 
 #include "lora_tiles.h"
 
 #include <algorithm>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 namespace mint::lora_tiles {
@@ -88,6 +90,57 @@ C10_ALWAYS_INLINE void dot_block(const T* x, int64_t ldx, const T* w, int64_t ld
   }
 }
 
+#if defined(CPU_CAPABILITY_AVX512) && defined(__AVX512BF16__)
+constexpr bool kBf16Pairs = true;
+
+C10_ALWAYS_INLINE __m512bh load_pairs(const c10::BFloat16* p, __mmask32 mask) {
+  return (__m512bh)_mm512_maskz_loadu_epi16(mask, p);
+}
+
+// dot_block for bf16 with the CPU's bf16 pair dot product (vdpbf16ps: 32 products per instruction, summed
+// into 16 fp32 lanes; bf16 products are exact in fp32).
+template <int MR, int NR>
+C10_ALWAYS_INLINE void dot_block_pairs(const c10::BFloat16* x, int64_t ldx, const c10::BFloat16* w, int64_t ldw,
+                                       int64_t k, float* sums) {
+  __m512 acc[MR][NR];
+#pragma GCC unroll 4
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
+  }
+  for (int64_t p = 0; p < k; p += 32) {
+    const __mmask32 mask = k - p >= 32 ? ~__mmask32{0} : static_cast<__mmask32>((uint64_t{1} << (k - p)) - 1);
+    __m512bh xv[MR];
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; ++i) xv[i] = load_pairs(x + i * ldx + p, mask);
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) {
+      const __m512bh wv = load_pairs(w + j * ldw + p, mask);
+#pragma GCC unroll 4
+      for (int i = 0; i < MR; ++i) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv[i], wv);
+    }
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) sums[i * NR + j] = _mm512_reduce_add_ps(acc[i][j]);
+  }
+}
+#else
+constexpr bool kBf16Pairs = false;
+#endif
+
+template <int MR, int NR, typename T>
+C10_ALWAYS_INLINE void dot_any(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t k, float* sums) {
+#if defined(CPU_CAPABILITY_AVX512) && defined(__AVX512BF16__)
+  if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    dot_block_pairs<MR, NR>(x, ldx, w, ldw, k, sums);
+    return;
+  }
+#endif
+  dot_block<MR, NR>(x, ldx, w, ldw, k, sums);
+}
+
 // One block of MR rows: all n dot columns, rounded once into out (zeros up to n_zero).
 template <int MR, typename T>
 void dot_row_block(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t n, int64_t k, float alpha,
@@ -95,13 +148,13 @@ void dot_row_block(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t n, 
   float sums[MR * kDotCols];
   int64_t j = 0;
   for (; j + kDotCols <= n; j += kDotCols) {
-    dot_block<MR, kDotCols>(x, ldx, w + j * ldw, ldw, k, sums);
+    dot_any<MR, kDotCols>(x, ldx, w + j * ldw, ldw, k, sums);
     for (int i = 0; i < MR; ++i) {
       for (int c = 0; c < kDotCols; ++c) out[i * ldo + j + c] = static_cast<T>(alpha * sums[i * kDotCols + c]);
     }
   }
   for (; j < n; ++j) {
-    dot_block<MR, 1>(x, ldx, w + j * ldw, ldw, k, sums);
+    dot_any<MR, 1>(x, ldx, w + j * ldw, ldw, k, sums);
     for (int i = 0; i < MR; ++i) out[i * ldo + j] = static_cast<T>(alpha * sums[i]);
   }
   for (int i = 0; i < MR; ++i) {
@@ -171,6 +224,85 @@ void axpy_scaled(const T* base, int64_t ldb, const float* hs, int64_t ldhs, cons
   for (; i < m; ++i) axpy_row_block<1>(rows(i), ldb, hs + i * ldhs, ldhs, w, ldw, r, c0, c1, out + i * ldo, ldo);
 }
 
+#if defined(CPU_CAPABILITY_AVX512) && defined(__AVX512BF16__)
+// The expand on bf16 pairs: for rank pair q and a block of 32 columns, the packed weights hold
+// unpacklo / unpackhi of rows 2q and 2q+1 (per 128-bit lane: columns 8L..8L+3 and 8L+4..8L+7, each as
+// (w[2q, c], w[2q+1, c]) pairs), so one vdpbf16ps adds h[i, 2q] w[2q, c] + h[i, 2q+1] w[2q+1, c] into 16
+// fp32 lanes. Two permutes per stored block restore column order.
+constexpr int kPairRows = 4, kPairBlocks = 2;
+
+C10_ALWAYS_INLINE void store_pairs_block(const c10::BFloat16* base, float alpha, __m512 lo, __m512 hi,
+                                         c10::BFloat16* out, int64_t n) {
+  const __m512i first = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+  const __m512i second = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+  const Vec scale(alpha);
+  Vec v0 = Vec(_mm512_permutex2var_ps(lo, first, hi)) * scale;
+  Vec v1 = Vec(_mm512_permutex2var_ps(lo, second, hi)) * scale;
+  using BVec = at::vec::Vectorized<c10::BFloat16>;
+  if (base != nullptr) {  // one load and one store of the 32 columns: a masked store followed by a load of the
+                          // same cache line's other half stalls (in place, base is out)
+    const auto [b0, b1] = at::vec::convert_to_float<c10::BFloat16>(
+        n == 32 ? BVec::loadu(base) : BVec::loadu(base, static_cast<int16_t>(n)));
+    v0 = v0 + b0;
+    v1 = v1 + b1;
+  }
+  at::vec::convert_from_float<c10::BFloat16>(v0, v1).store(out, static_cast<int>(n));
+}
+
+template <int MR, int NB>
+C10_ALWAYS_INLINE void axpy_pairs_block(const c10::BFloat16* base, int64_t ldb, const uint32_t* hp, int64_t pairs,
+                                        const c10::BFloat16* packed, int64_t block_stride, float alpha,
+                                        c10::BFloat16* out, int64_t ldo, int64_t c, int64_t n) {
+  __m512 acc[MR][NB][2];
+#pragma GCC unroll 4
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 2
+    for (int b = 0; b < NB; ++b) acc[i][b][0] = acc[i][b][1] = _mm512_setzero_ps();
+  }
+  const c10::BFloat16* wp = packed + (c / 32) * 64;
+  for (int64_t q = 0; q < pairs; ++q, wp += block_stride) {
+    __m512bh w[NB][2];
+#pragma GCC unroll 2
+    for (int b = 0; b < NB; ++b) {
+      w[b][0] = (__m512bh)_mm512_loadu_si512(wp + b * 64);
+      w[b][1] = (__m512bh)_mm512_loadu_si512(wp + b * 64 + 32);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; ++i) {
+      const __m512bh hv = (__m512bh)_mm512_set1_epi32(static_cast<int>(hp[i * pairs + q]));
+#pragma GCC unroll 2
+      for (int b = 0; b < NB; ++b) {
+        acc[i][b][0] = _mm512_dpbf16_ps(acc[i][b][0], hv, w[b][0]);
+        acc[i][b][1] = _mm512_dpbf16_ps(acc[i][b][1], hv, w[b][1]);
+      }
+    }
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 2
+    for (int b = 0; b < NB; ++b) {
+      const int64_t col = c + 32 * b;
+      store_pairs_block(base == nullptr ? nullptr : base + i * ldb + col, alpha, acc[i][b][0], acc[i][b][1],
+                        out + i * ldo + col, std::min<int64_t>(32, n - 32 * b));
+    }
+  }
+}
+
+template <int MR>
+void axpy_pairs_row_block(const c10::BFloat16* base, int64_t ldb, const uint32_t* hp, int64_t pairs,
+                          const c10::BFloat16* packed, int64_t block_stride, int64_t c0, int64_t c1, float alpha,
+                          c10::BFloat16* out, int64_t ldo) {
+  int64_t c = c0;
+  for (; c + 32 * kPairBlocks <= c1; c += 32 * kPairBlocks) {
+    axpy_pairs_block<MR, kPairBlocks>(base, ldb, hp, pairs, packed, block_stride, alpha, out, ldo, c,
+                                      32 * kPairBlocks);
+  }
+  for (; c < c1; c += 32) {
+    axpy_pairs_block<MR, 1>(base, ldb, hp, pairs, packed, block_stride, alpha, out, ldo, c, std::min<int64_t>(32, c1 - c));
+  }
+}
+#endif
+
 }  // namespace
 
 template <typename T>
@@ -205,6 +337,65 @@ void axpy_rows(const T* base, int64_t ldb, const T* h, int64_t ldh, const T* w, 
     for (int64_t j = 0; j < r; ++j) hs[i * r + j] = alpha * static_cast<float>(h[i * ldh + j]);
   }
   axpy_scaled(base, ldb, hs, r, w, ldw, m, r, c0, c1, out, ldo);
+}
+
+int64_t packed_pairs_elems(int64_t r, int64_t cols) {
+  return kBf16Pairs ? ((r + 1) / 2) * ((cols + 31) / 32) * 64 : 0;
+}
+
+void pack_pairs(const c10::BFloat16* w, int64_t ldw, int64_t r, int64_t cols, c10::BFloat16* packed) {
+#if defined(CPU_CAPABILITY_AVX512) && defined(__AVX512BF16__)
+  const int64_t blocks = (cols + 31) / 32;
+  for (int64_t q = 0; q < (r + 1) / 2; ++q) {
+    const c10::BFloat16* r0 = w + 2 * q * ldw;
+    const c10::BFloat16* r1 = 2 * q + 1 < r ? r0 + ldw : nullptr;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t n = std::min<int64_t>(32, cols - 32 * b);
+      const __mmask32 mask = n == 32 ? ~__mmask32{0} : static_cast<__mmask32>((uint64_t{1} << n) - 1);
+      const __m512i v0 = _mm512_maskz_loadu_epi16(mask, r0 + 32 * b);
+      const __m512i v1 = r1 == nullptr ? _mm512_setzero_si512() : _mm512_maskz_loadu_epi16(mask, r1 + 32 * b);
+      c10::BFloat16* dst = packed + (q * blocks + b) * 64;
+      _mm512_storeu_si512(dst, _mm512_unpacklo_epi16(v0, v1));
+      _mm512_storeu_si512(dst + 32, _mm512_unpackhi_epi16(v0, v1));
+    }
+  }
+#else
+  (void)w, (void)ldw, (void)r, (void)cols, (void)packed;
+  TORCH_CHECK(false, "mint: pack_pairs needs a build with AVX512-BF16");
+#endif
+}
+
+void axpy_rows_pairs(const c10::BFloat16* base, int64_t ldb, const c10::BFloat16* h, int64_t ldh,
+                     const c10::BFloat16* packed, int64_t m, int64_t r, int64_t cols, int64_t c0, int64_t c1,
+                     float alpha, c10::BFloat16* out, int64_t ldo) {
+#if defined(CPU_CAPABILITY_AVX512) && defined(__AVX512BF16__)
+  TORCH_CHECK(c0 % 32 == 0, "mint: axpy_rows_pairs needs c0 on a 32-column boundary");
+  const int64_t pairs = (r + 1) / 2, block_stride = ((cols + 31) / 32) * 64;
+  // (h[i, 2q], h[i, 2q + 1]) as one 32-bit broadcast; the partner of an odd rank's last column is 0 (its
+  // packed weights are 0 too, but h beyond the rank need not be finite).
+  std::vector<uint32_t> hp(static_cast<size_t>(m * pairs));
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t q = 0; q < pairs; ++q) {
+      const uint32_t lo = h[i * ldh + 2 * q].x;
+      const uint32_t hi = 2 * q + 1 < r ? h[i * ldh + 2 * q + 1].x : 0;
+      hp[i * pairs + q] = lo | (hi << 16);
+    }
+  }
+  const auto rows = [&](int64_t i0) { return base == nullptr ? nullptr : base + i0 * ldb; };
+  int64_t i = 0;
+  for (; i + kPairRows <= m; i += kPairRows) {
+    axpy_pairs_row_block<kPairRows>(rows(i), ldb, hp.data() + i * pairs, pairs, packed, block_stride, c0, c1, alpha,
+                                    out + i * ldo, ldo);
+  }
+  for (; i < m; ++i) {
+    axpy_pairs_row_block<1>(rows(i), ldb, hp.data() + i * pairs, pairs, packed, block_stride, c0, c1, alpha,
+                            out + i * ldo, ldo);
+  }
+#else
+  (void)base, (void)ldb, (void)h, (void)ldh, (void)packed, (void)m, (void)r, (void)cols, (void)c0, (void)c1,
+      (void)alpha, (void)out, (void)ldo;
+  TORCH_CHECK(false, "mint: axpy_rows_pairs needs a build with AVX512-BF16");
+#endif
 }
 
 int64_t vector_width() { return W; }

@@ -37,6 +37,17 @@ template <typename T>
 void axpy_rows_f32(const T* base, int64_t ldb, const float* hs, int64_t ldhs, const T* w, int64_t ldw,
                    int64_t m, int64_t r, int64_t c0, int64_t c1, T* out, int64_t ldo);
 
+// bf16 expand on the CPU's bf16 pair dot instructions (AVX512-BF16 builds). The weights [r, cols] are first
+// packed into rank pairs: packed_pairs_elems(r, cols) bf16 elements (0 when the build lacks the
+// instructions: use axpy_rows), filled by pack_pairs. axpy_rows_pairs then computes
+// out = base + alpha * (h @ w) (the product summed in fp32, scaled and added once, rounded once);
+// c0 must be a multiple of 32.
+int64_t packed_pairs_elems(int64_t r, int64_t cols);
+void pack_pairs(const c10::BFloat16* w, int64_t ldw, int64_t r, int64_t cols, c10::BFloat16* packed);
+void axpy_rows_pairs(const c10::BFloat16* base, int64_t ldb, const c10::BFloat16* h, int64_t ldh,
+                     const c10::BFloat16* packed, int64_t m, int64_t r, int64_t cols, int64_t c0, int64_t c1,
+                     float alpha, c10::BFloat16* out, int64_t ldo);
+
 // Elements per vector register of the build (16 with AVX-512, 8 with AVX2), for sizing work items.
 int64_t vector_width();
 

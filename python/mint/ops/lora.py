@@ -195,12 +195,17 @@ def lora_apply(
 def _apply(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales, inplace):
     """(y + delta, x as [T, in], h): the delta into y itself with ``inplace``, else into a new tensor."""
     x2 = x.reshape(-1, x.shape[-1])
-    h = _ops.lora_shrink(x2, lora_a, seg_indptr, seg_adapter, lora_ranks)
-    if inplace:
-        _ops.lora_expand_(y.view(-1, y.shape[-1]), h, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales)
-        return y, x2, h
-    out = _ops.lora_expand(y.reshape(-1, y.shape[-1]), h, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales)
-    return out.view(y.shape), x2, h
+    # Called only where no gradient flows through the ops themselves (no grad needed, or inside _LoraApply),
+    # so they skip their Python autograd wrappers (~5 us a call). lora_expand_ keeps its C++ autograd kernel:
+    # that is what bumps y's version counter.
+    with torch._C._AutoDispatchBelowAutograd():
+        h = _ops.lora_shrink(x2, lora_a, seg_indptr, seg_adapter, lora_ranks)
+        if not inplace:
+            out = _ops.lora_expand(y.reshape(-1, y.shape[-1]), h, lora_b, seg_indptr, seg_adapter, lora_ranks,
+                                   lora_scales)
+            return out.view(y.shape), x2, h
+    _ops.lora_expand_(y.view(-1, y.shape[-1]), h, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales)
+    return y, x2, h
 
 
 def _dispatch_apply(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales, inplace):
