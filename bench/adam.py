@@ -39,6 +39,28 @@ class Tensors:
             self.groups.append((params, grads, moments))
 
 
+class CarvedTensors(Tensors):
+    """The same shapes as views into one buffer per role (params, grads, exp_avg, exp_avg_sq), laid end to end:
+    what the storage of separately allocated tensors costs, with the tensor count unchanged."""
+
+    def __init__(self, shape_groups: list[list[tuple[int, ...]]]):
+        total = sum(torch.Size(s).numel() for shapes in shape_groups for s in shapes)
+        gen = torch.Generator().manual_seed(0)
+        bufs = [torch.randn(total, generator=gen), torch.randn(total, generator=gen), torch.zeros(total),
+                torch.zeros(total)]
+        self.groups, offset = [], 0
+        for shapes in shape_groups:
+            params, grads, moments = [], [], []
+            for s in shapes:
+                n = torch.Size(s).numel()
+                p, g, m, v = (b[offset:offset + n].view(s) for b in bufs)
+                offset += n
+                params.append(p)
+                grads.append(g)
+                moments.append((m, v))
+            self.groups.append((params, grads, moments))
+
+
 def mint_runner(tensors: Tensors, lrs):
     params = [p for ps, _, _ in tensors.groups for p in ps]
     grads = [g for _, gs, _ in tensors.groups for g in gs]
@@ -78,22 +100,34 @@ def main(argv: list[str] | None = None) -> None:
         "(i) 8 adapters x 420 LoRA tensors": [lora_shapes()] * 8,
         "(ii) 16 x 4M fp32": [[(4 * 2**20,)] * 16],
     }
-    rows = []
+    rows, notes = [], []
     for name, shape_groups in cases.items():
         tensors = Tensors(shape_groups)
         lrs = [1e-4 * (i + 1) for i in range(len(tensors.groups))]
         numel = sum(p.numel() for ps, _, _ in tensors.groups for p in ps)
         bound = bound_seconds(28 * numel, 0, limits, memory="rmw")
-        t = interleaved_medians({"mint": mint_runner(tensors, lrs),
-                                 "fused": torch_runner(tensors, lrs, fused=True),
-                                 "foreach": torch_runner(tensors, lrs, foreach=True)}, args.repeats)
+        fns = {"mint": mint_runner(tensors, lrs), "fused": torch_runner(tensors, lrs, fused=True),
+               "foreach": torch_runner(tensors, lrs, foreach=True)}
+        layouts = len(tensors.groups) > 1
+        if layouts:  # the same bytes in fewer, longer streams: what the tensor layout itself costs
+            fns["carved"] = mint_runner(CarvedTensors(shape_groups), lrs)
+            fns["one tensor"] = mint_runner(Tensors([[(numel,)]]), lrs[:1])
+        t = interleaved_medians(fns, args.repeats)
         t_mint, t_fused, t_foreach = t["mint"], t["fused"], t["foreach"]
+        if layouts:
+            notes.append(f"{name}, the same {numel / 1e6:.1f}M parameters with mint: {t_mint * 1e3:.2f} ms as "
+                         f"{sum(len(ps) for ps, _, _ in tensors.groups)} separately allocated tensors "
+                         f"({bound / t_mint:.0%} of bound), {t['carved'] * 1e3:.2f} ms as the same tensors carved "
+                         f"from one buffer per role ({bound / t['carved']:.0%}), {t['one tensor'] * 1e3:.2f} ms as "
+                         f"one tensor ({bound / t['one tensor']:.0%})")
         rows.append([name, f"{numel / 1e6:.1f}M", f"{t_mint * 1e3:.2f}", f"{t_fused * 1e3:.2f}",
                      f"{t_foreach * 1e3:.2f}", f"{t_fused / t_mint:.2f}x", f"{t_foreach / t_mint:.2f}x",
                      f"{bound / t_mint:.0%}", f"{bound / t_fused:.0%}"])
     print_table(f"AdamW step, ms (median of {args.repeats}, contenders interleaved on the same tensors); bound = 28 B/param at the read-modify-write bandwidth",
                 ["case", "params", "mint", "torch fused", "torch foreach", "vs fused", "vs foreach",
                  "mint of bound", "fused of bound"], rows)
+    for note in notes:
+        print(f"layout: {note}")
 
 
 if __name__ == "__main__":
