@@ -24,6 +24,16 @@ TORCH_LIBRARY(mint, m) {
         "Tensor seg_adapter, Tensor lora_ranks, Tensor lora_scales) -> (Tensor grad_h, Tensor grad_lora_b)");
   m.def("lora_shrink_backward(Tensor grad_h, Tensor x, Tensor lora_a, Tensor seg_indptr, "
         "Tensor seg_adapter, Tensor lora_ranks) -> (Tensor grad_x, Tensor grad_lora_a)");
+  // lora_expand(y, lora_shrink(x)) and its backward as single passes over row blocks (CPU; elsewhere
+  // python/mint/ops/lora.py composes the ops above). h is returned for the backward; the backward
+  // returns (grad_x, grad_lora_a, grad_lora_b) with the gradient pools zero outside the used slots / ranks.
+  m.def("lora_apply_forward(Tensor y, Tensor x, Tensor lora_a, Tensor lora_b, Tensor seg_indptr, "
+        "Tensor seg_adapter, Tensor lora_ranks, Tensor lora_scales) -> (Tensor out, Tensor h)");
+  m.def("lora_apply_forward_(Tensor(a!) y, Tensor x, Tensor lora_a, Tensor lora_b, Tensor seg_indptr, "
+        "Tensor seg_adapter, Tensor lora_ranks, Tensor lora_scales) -> Tensor h");
+  m.def("lora_apply_backward(Tensor grad_out, Tensor x, Tensor h, Tensor lora_a, Tensor lora_b, "
+        "Tensor seg_indptr, Tensor seg_adapter, Tensor lora_ranks, Tensor lora_scales) -> "
+        "(Tensor grad_x, Tensor grad_lora_a, Tensor grad_lora_b)");
   // decode-sized batches: y[t] += scale[n] * (x[t] @ A[n,:r]^T) @ B[n,:r], n = row_slot[t] (-1 = none);
   // each row computed on its own (batch invariant), in place, not differentiable; CPU, float32
   m.def("lora_rows_(Tensor(a!) y, Tensor x, Tensor lora_a, Tensor lora_b, Tensor row_slot, "

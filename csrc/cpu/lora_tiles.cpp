@@ -318,7 +318,17 @@ void dot_rows(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t m, int64
   for (; i + kDotRows <= m; i += kDotRows) {
     dot_row_block<kDotRows>(x + i * ldx, ldx, w, ldw, n, k, alpha, out + i * ldo, ldo, n_zero);
   }
-  for (; i < m; ++i) dot_row_block<1>(x + i * ldx, ldx, w, ldw, n, k, alpha, out + i * ldo, ldo, n_zero);
+  // the last m % kDotRows rows in one block of their own size (kDotRows <= 6)
+  const T* xi = x + i * ldx;
+  T* oi = out + i * ldo;
+  switch (m - i) {
+    case 5: dot_row_block<5>(xi, ldx, w, ldw, n, k, alpha, oi, ldo, n_zero); break;
+    case 4: dot_row_block<4>(xi, ldx, w, ldw, n, k, alpha, oi, ldo, n_zero); break;
+    case 3: dot_row_block<3>(xi, ldx, w, ldw, n, k, alpha, oi, ldo, n_zero); break;
+    case 2: dot_row_block<2>(xi, ldx, w, ldw, n, k, alpha, oi, ldo, n_zero); break;
+    case 1: dot_row_block<1>(xi, ldx, w, ldw, n, k, alpha, oi, ldo, n_zero); break;
+    default: break;
+  }
 }
 
 template <typename T>

@@ -48,6 +48,21 @@ def _lora_shrink_backward_fake(grad_h, x, lora_a, seg_indptr, seg_adapter, lora_
     return x.new_empty(x.shape), lora_a.new_empty(lora_a.shape)
 
 
+@torch.library.register_fake("mint::lora_apply_forward")
+def _lora_apply_forward_fake(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales):
+    return y.new_empty(y.shape), x.new_empty((x.shape[0], lora_a.shape[1]))
+
+
+@torch.library.register_fake("mint::lora_apply_forward_")
+def _lora_apply_forward_inplace_fake(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales):
+    return x.new_empty((x.shape[0], lora_a.shape[1]))
+
+
+@torch.library.register_fake("mint::lora_apply_backward")
+def _lora_apply_backward_fake(grad_out, x, h, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales):
+    return x.new_empty(x.shape), lora_a.new_empty(lora_a.shape), lora_b.new_empty(lora_b.shape)
+
+
 @torch.library.register_fake("mint::lora_rows_")
 def _lora_rows_inplace_fake(y, x, lora_a, lora_b, row_slot, lora_ranks, lora_scales):
     return None
@@ -195,16 +210,24 @@ def lora_apply(
 def _apply(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales, inplace):
     """(y + delta, x as [T, in], h): the delta into y itself with ``inplace``, else into a new tensor."""
     x2 = x.reshape(-1, x.shape[-1])
+    y2 = y.view(-1, y.shape[-1]) if inplace else y.reshape(-1, y.shape[-1])
+    if x2.device.type == "cpu":  # shrink and expand in one pass over row blocks
+        if inplace:  # its C++ autograd kernel bumps y's version counter
+            h = _ops.lora_apply_forward_(y2, x2, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales)
+            return y, x2, h
+        with torch._C._AutoDispatchBelowAutograd():
+            out, h = _ops.lora_apply_forward(y2, x2, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks,
+                                             lora_scales)
+        return out.view(y.shape), x2, h
     # Called only where no gradient flows through the ops themselves (no grad needed, or inside _LoraApply),
     # so they skip their Python autograd wrappers (~5 us a call). lora_expand_ keeps its C++ autograd kernel:
     # that is what bumps y's version counter.
     with torch._C._AutoDispatchBelowAutograd():
         h = _ops.lora_shrink(x2, lora_a, seg_indptr, seg_adapter, lora_ranks)
         if not inplace:
-            out = _ops.lora_expand(y.reshape(-1, y.shape[-1]), h, lora_b, seg_indptr, seg_adapter, lora_ranks,
-                                   lora_scales)
+            out = _ops.lora_expand(y2, h, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales)
             return out.view(y.shape), x2, h
-    _ops.lora_expand_(y.view(-1, y.shape[-1]), h, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales)
+    _ops.lora_expand_(y2, h, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales)
     return y, x2, h
 
 
@@ -236,7 +259,12 @@ class _LoraApply(torch.autograd.Function):
         x2, h, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales = ctx.saved_tensors
         need_y, need_x, need_a, need_b = ctx.needs_input_grad[:4]
         grad_x = grad_a = grad_b = None
-        if need_x or need_a or need_b:
+        if (need_x or need_a) and x2.device.type == "cpu":  # the whole backward in two passes
+            g2 = grad_out.reshape(-1, grad_out.shape[-1])
+            grad_x, grad_a, grad_b = _ops.lora_apply_backward(g2, x2, h, lora_a, lora_b, seg_indptr, seg_adapter,
+                                                              lora_ranks, lora_scales)
+            grad_x = grad_x.view(ctx.x_shape) if need_x else None
+        elif need_x or need_a or need_b:
             g2 = grad_out.reshape(-1, grad_out.shape[-1])
             grad_h, grad_b = _ops.lora_expand_backward(g2, h, lora_b, seg_indptr, seg_adapter, lora_ranks,
                                                        lora_scales)

@@ -1,0 +1,281 @@
+// The row passes of the CPU LoRA ops (csrc/cpu/lora.cpp) on the register-blocked kernels of lora_tiles.h.
+//
+// A plan groups the rows of every segment by adapter slot (SlotRows); its rows are cut into RowBlocks of up
+// to 16 consecutive rows of one slot, the unit of parallel work. DotRows (rows @ W^T: h, grad_h) and
+// AxpyRows (base + rows @ W: y + h B, grad_h A) run one block (and a column range) at a time, so an op can
+// run one of them over all blocks, or both back to back on each block while its rows are in cache (the
+// fused lora_apply passes). WeightGrads computes dA / dB per slot. Every output element is written by one
+// call with a fixed order of operations: results do not depend on the thread count or on other rows.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include "lora_tiles.h"
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+namespace mint::lora_passes {
+
+using at::Tensor;
+
+// The rows of one slot: merged non-empty [begin, end) ranges in segment order.
+struct SlotRows {
+  int64_t slot;
+  int64_t rank;
+  int64_t count = 0;
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  Tensor index;  // int64 row indices when there is more than one range
+};
+
+// A block of consecutive rows of one slot (inside one of its ranges).
+struct RowBlock {
+  const SlotRows* sr;
+  int64_t row, count;
+};
+
+constexpr int64_t kBlockRows = 16;
+
+inline std::vector<RowBlock> row_blocks(const std::vector<SlotRows>& plan) {
+  std::vector<RowBlock> blocks;
+  for (const SlotRows& sr : plan) {
+    for (const auto& [b, e] : sr.ranges) {
+      for (int64_t r = b; r < e; r += kBlockRows) blocks.push_back({&sr, r, std::min(kBlockRows, e - r)});
+    }
+  }
+  return blocks;
+}
+
+// Columns per work item of a pass over `cols` output columns: whole rows (few, sequential streams per
+// thread) unless there are too few row blocks to keep every thread busy.
+inline int64_t column_chunk(const std::vector<RowBlock>& blocks, int64_t cols) {
+  const int64_t needed = 4 * at::get_num_threads(), have = static_cast<int64_t>(blocks.size());
+  const int64_t splits = have >= needed ? 1 : (needed + have - 1) / std::max<int64_t>(1, have);
+  const int64_t quantum = 4 * lora_tiles::vector_width();
+  return std::max(quantum, (cols / splits + quantum - 1) / quantum * quantum);
+}
+
+// True when every block can be one work item (whole rows) and still keep every thread busy.
+inline bool whole_rows_suffice(const std::vector<RowBlock>& blocks) {
+  return static_cast<int64_t>(blocks.size()) >= 4 * at::get_num_threads();
+}
+
+// Runs fn(block, c0, c1) for every row block x chunk of `cols` columns (chunks of col_chunk), split over
+// the threads. `fmas` is the work per output element, which sets how many items one task takes.
+template <typename Fn>
+void for_each_tile(const std::vector<RowBlock>& blocks, int64_t cols, int64_t col_chunk, int64_t fmas,
+                   const Fn& fn) {
+  const int64_t chunks = std::max<int64_t>(1, (cols + col_chunk - 1) / col_chunk);
+  const int64_t items = static_cast<int64_t>(blocks.size()) * chunks;
+  const int64_t item_fmas = std::max<int64_t>(1, kBlockRows * std::min(cols, col_chunk) * fmas);
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 17) / item_fmas);  // ~128K FMAs per task
+  at::parallel_for(0, items, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t it = begin; it < end; ++it) {
+      const int64_t c0 = (it % chunks) * col_chunk;
+      fn(blocks[it / chunks], c0, std::min(cols, c0 + col_chunk));
+    }
+  });
+}
+
+// t itself when its last dimension has unit stride (what the row kernels read), else a contiguous copy.
+inline Tensor unit_inner(const Tensor& t) { return t.size(-1) <= 1 || t.stride(-1) == 1 ? t : t.contiguous(); }
+
+template <typename Fn>
+void dispatch_float(at::ScalarType st, const Fn& fn) {
+  switch (st) {
+    case at::kFloat: return fn(float{});
+    case at::kBFloat16: return fn(c10::BFloat16{});
+    case at::kHalf: return fn(c10::Half{});
+    default: TORCH_CHECK(false, "mint LoRA: unsupported dtype ", st);
+  }
+}
+
+inline float slot_alpha(const float* alpha, const SlotRows& sr) { return alpha == nullptr ? 1.0f : alpha[sr.slot]; }
+
+// out[rows, :R] = alpha[slot] * rows @ W[slot, :rank]^T, zeros in columns [rank, R) (alpha null: 1).
+// rows: [T, k] of T, w: [N, R', k] pool, out: [T, R] contiguous.
+template <typename T>
+class DotRows {
+ public:
+  DotRows(const Tensor& rows, const Tensor& w, Tensor& out, const float* alpha)
+      : xr_(unit_inner(rows)), wp_(unit_inner(w)), out_(out), alpha_(alpha), k_(xr_.size(1)), R_(out.size(1)) {}
+  int64_t fmas_per_row() const { return k_ * R_; }
+  void operator()(const RowBlock& blk) const {
+    const SlotRows& sr = *blk.sr;
+    lora_tiles::dot_rows<T>(xr_.const_data_ptr<T>() + blk.row * xr_.stride(0), xr_.stride(0),
+                            wp_.const_data_ptr<T>() + sr.slot * wp_.stride(0), wp_.stride(1), blk.count, sr.rank,
+                            k_, slot_alpha(alpha_, sr), out_.data_ptr<T>() + blk.row * R_, R_, R_);
+  }
+
+ private:
+  Tensor xr_, wp_, out_;
+  const float* alpha_;
+  int64_t k_, R_;
+};
+
+// dst[rows] = base[rows] + alpha[slot] * h[rows, :rank] @ W[slot, :rank] (base undefined: no base term).
+// h: [T, R'], w: [N, R', cols] pool, dst: [T, cols] with unit inner stride (may be base). On builds with bf16
+// pair dot instructions the bf16 weights of the blocks' slots are packed into rank pairs once, up front.
+template <typename T>
+class AxpyRows {
+ public:
+  AxpyRows(const Tensor& base, const Tensor& h, const Tensor& w, const std::vector<RowBlock>& blocks, Tensor& dst,
+           const float* alpha)
+      : br_(base.defined() ? (base.is_same(dst) ? base : unit_inner(base)) : base),
+        hr_(unit_inner(h)),
+        wp_(unit_inner(w)),
+        dst_(dst),
+        alpha_(alpha),
+        cols_(dst.size(1)),
+        R_(h.size(1)) {
+    if constexpr (std::is_same_v<T, c10::BFloat16>) {
+      if (lora_tiles::packed_pairs_elems(1, 1) > 0) pack(blocks);
+    }
+  }
+  int64_t fmas_per_col() const { return R_; }
+  void operator()(const RowBlock& blk, int64_t c0, int64_t c1) const {
+    const SlotRows& sr = *blk.sr;
+    const T* bp = br_.defined() ? br_.const_data_ptr<T>() + blk.row * br_.stride(0) : nullptr;
+    const int64_t ldb = br_.defined() ? br_.stride(0) : 0;
+    const T* hp = hr_.const_data_ptr<T>() + blk.row * hr_.stride(0);
+    T* dp = dst_.data_ptr<T>() + blk.row * dst_.stride(0);
+    if constexpr (std::is_same_v<T, c10::BFloat16>) {
+      if (packed_.defined()) {
+        lora_tiles::axpy_rows_pairs(bp, ldb, hp, hr_.stride(0), packed_.const_data_ptr<T>() + offset_[sr.slot],
+                                    blk.count, sr.rank, cols_, c0, c1, slot_alpha(alpha_, sr), dp, dst_.stride(0));
+        return;
+      }
+    }
+    lora_tiles::axpy_rows<T>(bp, ldb, hp, hr_.stride(0), wp_.const_data_ptr<T>() + sr.slot * wp_.stride(0),
+                             wp_.stride(1), blk.count, sr.rank, c0, c1, slot_alpha(alpha_, sr), dp, dst_.stride(0));
+  }
+
+ private:
+  void pack(const std::vector<RowBlock>& blocks) {
+    std::vector<const SlotRows*> slots;  // a slot's blocks are adjacent: each slot once
+    for (const RowBlock& blk : blocks) {
+      if (slots.empty() || slots.back() != blk.sr) slots.push_back(blk.sr);
+    }
+    offset_.assign(wp_.size(0), -1);
+    int64_t total = 0;
+    for (const SlotRows* sr : slots) {
+      offset_[sr->slot] = total;
+      total += lora_tiles::packed_pairs_elems(sr->rank, cols_);
+    }
+    packed_ = at::empty({total}, dst_.options());
+    c10::BFloat16* pk = packed_.data_ptr<c10::BFloat16>();
+    const c10::BFloat16* wptr = wp_.const_data_ptr<c10::BFloat16>();
+    at::parallel_for(0, static_cast<int64_t>(slots.size()), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const SlotRows& sr = *slots[i];
+        lora_tiles::pack_pairs(wptr + sr.slot * wp_.stride(0), wp_.stride(1), sr.rank, cols_, pk + offset_[sr.slot]);
+      }
+    });
+  }
+
+  Tensor br_, hr_, wp_, dst_, packed_;
+  std::vector<int64_t> offset_;
+  const float* alpha_;
+  int64_t cols_, R_;
+};
+
+// Runs a DotRows pass over every block.
+template <typename T>
+void run_dot(const DotRows<T>& dot, const std::vector<RowBlock>& blocks) {
+  for_each_tile(blocks, 1, 1, dot.fmas_per_row(), [&](const RowBlock& blk, int64_t, int64_t) { dot(blk); });
+}
+
+// Runs an AxpyRows pass over every block and column chunk of cols.
+template <typename T>
+void run_axpy(const AxpyRows<T>& axpy, const std::vector<RowBlock>& blocks, int64_t cols) {
+  for_each_tile(blocks, cols, column_chunk(blocks, cols), axpy.fmas_per_col(), axpy);
+}
+
+// DotRows then AxpyRows on each block, the second reading the first's output rows (h, grad_h) while they
+// are in cache: one pass instead of two when there are enough blocks for whole-row items, else the two
+// passes one after the other.
+template <typename T>
+void run_dot_then_axpy(const DotRows<T>& dot, const AxpyRows<T>& axpy, const std::vector<RowBlock>& blocks,
+                       int64_t cols) {
+  if (!whole_rows_suffice(blocks)) {
+    run_dot(dot, blocks);
+    run_axpy(axpy, blocks, cols);
+    return;
+  }
+  for_each_tile(blocks, 1, 1, dot.fmas_per_row() + cols * axpy.fmas_per_col(),
+                [&](const RowBlock& blk, int64_t, int64_t) {
+                  dot(blk);
+                  axpy(blk, 0, cols);
+                });
+}
+
+// One weight gradient: grad[slot, :rank] = alpha[slot] * coef[rows, :rank]^T @ src[rows] for every slot of
+// the plan (dB: coef h, src grad_y; dA: coef grad_h, src x). grad: a contiguous [N, R', cols] pool whose
+// other rows the caller zeroes.
+struct WeightGrad {
+  Tensor coef, src, grad;
+  const float* alpha;
+};
+
+// Runs every job's reduction over the slot's rows (in segment order; a slot with several ranges reads a
+// gathered copy) in one parallel pass over (job, slot, column chunk) items: a chunk of src stays in cache
+// while the slot's rank rows stream over it. Coefficients are fp32 with alpha folded in, or, for bf16 on
+// builds with pair dot instructions, bf16 token pairs with alpha applied once at the end.
+inline void run_weight_grads(const std::vector<WeightGrad>& jobs, const std::vector<SlotRows>& plan) {
+  struct Prepared {
+    Tensor coef, rows;
+  };
+  struct Item {
+    int64_t job, slot_index, c0, c1;
+  };
+  const int64_t chunk = 4 * lora_tiles::vector_width();
+  std::vector<std::vector<Prepared>> prepared(jobs.size());
+  std::vector<Item> items;
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const WeightGrad& job = jobs[j];
+    const int64_t cols = job.src.size(1);
+    const bool pairs = job.src.scalar_type() == at::kBFloat16 && lora_tiles::packed_pairs_elems(1, 1) > 0;
+    for (size_t i = 0; i < plan.size(); ++i) {
+      const SlotRows& sr = plan[i];
+      const bool one = sr.ranges.size() == 1;
+      const Tensor c = one ? job.coef.narrow(0, sr.ranges[0].first, sr.count) : job.coef.index_select(0, sr.index);
+      Tensor coef = at::empty({sr.rank, sr.count}, job.coef.options().dtype(pairs ? at::kBFloat16 : at::kFloat));
+      coef.copy_(c.narrow(1, 0, sr.rank).t());
+      if (!pairs && slot_alpha(job.alpha, sr) != 1.0f) coef.mul_(slot_alpha(job.alpha, sr));
+      const Tensor s = one ? job.src.narrow(0, sr.ranges[0].first, sr.count) : job.src.index_select(0, sr.index);
+      prepared[j].push_back({coef, unit_inner(s)});
+      for (int64_t c0 = 0; c0 < cols; c0 += chunk) {
+        items.push_back({static_cast<int64_t>(j), static_cast<int64_t>(i), c0, std::min(cols, c0 + chunk)});
+      }
+    }
+  }
+  at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t begin, int64_t end) {
+    std::vector<c10::BFloat16> packed;
+    for (int64_t it = begin; it < end; ++it) {
+      const Item& item = items[it];
+      const WeightGrad& job = jobs[item.job];
+      const Prepared& p = prepared[item.job][item.slot_index];
+      const SlotRows& sr = plan[item.slot_index];
+      const int64_t cols = job.src.size(1), R = job.grad.size(1), width = item.c1 - item.c0;
+      if (p.coef.scalar_type() == at::kBFloat16) {
+        using BF = c10::BFloat16;
+        packed.resize(lora_tiles::packed_pairs_elems(sr.count, width));
+        lora_tiles::pack_pairs(p.rows.const_data_ptr<BF>() + item.c0, p.rows.stride(0), sr.count, width, packed.data());
+        lora_tiles::axpy_rows_pairs(nullptr, 0, p.coef.const_data_ptr<BF>(), sr.count, packed.data(), sr.rank,
+                                    sr.count, width, 0, width, slot_alpha(job.alpha, sr),
+                                    job.grad.data_ptr<BF>() + sr.slot * R * cols + item.c0, cols);
+        continue;
+      }
+      dispatch_float(job.src.scalar_type(), [&](auto tag) {
+        using T = decltype(tag);
+        lora_tiles::axpy_rows_f32<T>(nullptr, 0, p.coef.const_data_ptr<float>(), sr.count, p.rows.const_data_ptr<T>(),
+                                     p.rows.stride(0), sr.rank, sr.count, item.c0, item.c1,
+                                     job.grad.data_ptr<T>() + sr.slot * R * cols, cols);
+      });
+    }
+  });
+}
+
+}  // namespace mint::lora_passes
