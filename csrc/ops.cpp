@@ -1,6 +1,6 @@
 // The one place where every mint:: operator schema is declared.
 //
-// Layout conventions shared by all LoRA ops (see docs/OPS.md):
+// Layout conventions shared by all LoRA ops (also in python/mint/ops/lora.py):
 //   x            [T, in]        fp32 / bf16 / fp16, any strides
 //   lora_a       [N, R, in]     adapter pool, slot n uses rows [0, lora_ranks[n])
 //   lora_b       [N, R, out]    stored rank-major (B^T), same dtype as x

@@ -167,7 +167,8 @@ class AxpyRows {
     packed_ = at::empty({total}, dst_.options());
     c10::BFloat16* pk = packed_.data_ptr<c10::BFloat16>();
     const c10::BFloat16* wptr = wp_.const_data_ptr<c10::BFloat16>();
-    at::parallel_for(0, static_cast<int64_t>(slots.size()), 1, [&](int64_t begin, int64_t end) {
+    const int64_t grain = total >= (int64_t{1} << 16) ? 1 : static_cast<int64_t>(slots.size());  // small: inline
+    at::parallel_for(0, static_cast<int64_t>(slots.size()), grain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const SlotRows& sr = *slots[i];
         lora_tiles::pack_pairs(wptr + sr.slot * wp_.stride(0), wp_.stride(1), sr.rank, cols_, pk + offset_[sr.slot]);
@@ -251,7 +252,11 @@ inline void run_weight_grads(const std::vector<WeightGrad>& jobs, const std::vec
       }
     }
   }
-  at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t begin, int64_t end) {
+  int64_t total_fmas = 0;
+  for (const Item& item : items) total_fmas += plan[item.slot_index].rank * plan[item.slot_index].count * (item.c1 - item.c0);
+  const int64_t n_items = static_cast<int64_t>(items.size());
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 17) * n_items / std::max<int64_t>(1, total_fmas));
+  at::parallel_for(0, n_items, grain, [&](int64_t begin, int64_t end) {
     std::vector<c10::BFloat16> packed;
     for (int64_t it = begin; it < end; ++it) {
       const Item& item = items[it];

@@ -218,7 +218,7 @@ def _apply(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scale
         with torch._C._AutoDispatchBelowAutograd():
             out, h = _ops.lora_apply_forward(y2, x2, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks,
                                              lora_scales)
-        return out.view(y.shape), x2, h
+        return (out if y.dim() == 2 else out.view(y.shape)), x2, h
     # Called only where no gradient flows through the ops themselves (no grad needed, or inside _LoraApply),
     # so they skip their Python autograd wrappers (~5 us a call). lora_expand_ keeps its C++ autograd kernel:
     # that is what bumps y's version counter.
@@ -226,7 +226,7 @@ def _apply(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scale
         h = _ops.lora_shrink(x2, lora_a, seg_indptr, seg_adapter, lora_ranks)
         if not inplace:
             out = _ops.lora_expand(y2, h, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales)
-            return out.view(y.shape), x2, h
+            return (out if y.dim() == 2 else out.view(y.shape)), x2, h
     _ops.lora_expand_(y2, h, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales)
     return y, x2, h
 
@@ -249,7 +249,7 @@ class _LoraApply(torch.autograd.Function):
         if inplace:
             ctx.mark_dirty(y)
         ctx.save_for_backward(x2, h, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales)
-        ctx.x_shape = x.shape
+        ctx.x_shape = None if x.dim() == 2 else x.shape  # grads come back [T, in]: reshape only if x was not
         return out
 
     @staticmethod
@@ -263,14 +263,14 @@ class _LoraApply(torch.autograd.Function):
             g2 = grad_out.reshape(-1, grad_out.shape[-1])
             grad_x, grad_a, grad_b = _ops.lora_apply_backward(g2, x2, h, lora_a, lora_b, seg_indptr, seg_adapter,
                                                               lora_ranks, lora_scales)
-            grad_x = grad_x.view(ctx.x_shape) if need_x else None
+            grad_x = (grad_x if ctx.x_shape is None else grad_x.view(ctx.x_shape)) if need_x else None
         elif need_x or need_a or need_b:
             g2 = grad_out.reshape(-1, grad_out.shape[-1])
             grad_h, grad_b = _ops.lora_expand_backward(g2, h, lora_b, seg_indptr, seg_adapter, lora_ranks,
                                                        lora_scales)
             if need_x or need_a:
                 grad_x, grad_a = _ops.lora_shrink_backward(grad_h, x2, lora_a, seg_indptr, seg_adapter, lora_ranks)
-                grad_x = grad_x.view(ctx.x_shape) if need_x else None
+                grad_x = (grad_x if ctx.x_shape is None else grad_x.view(ctx.x_shape)) if need_x else None
         return (grad_out if need_y else None, grad_x, grad_a if need_a else None, grad_b if need_b else None,
                 None, None, None, None, None)
 
