@@ -9,6 +9,7 @@ gen=()
 command -v ninja >/dev/null 2>&1 || [ -x "$(dirname "$py")/ninja" ] && gen=(-G Ninja -DCMAKE_MAKE_PROGRAM="$(command -v ninja || echo "$(cd "$(dirname "$py")" && pwd)/ninja")")
 cmake -S . -B "$bdir" "${gen[@]}" -DPython_EXECUTABLE="$(cd "$(dirname "$py")" && pwd)/$(basename "$py")" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$bdir" -j 2
-cp "$bdir"/_C*.so python/mint/
+# copy then rename: a process that has the old library mapped keeps its inode instead of seeing it rewritten
+for f in "$bdir"/_C*.so; do cp "$f" "python/mint/.$(basename "$f").tmp" && mv -f "python/mint/.$(basename "$f").tmp" "python/mint/$(basename "$f")"; done
 cp "$bdir"/_build_info.py python/mint/_build_info.py
 echo "built $(ls python/mint/_C*.so)"

@@ -37,6 +37,9 @@ TILE_CASES = {
     # ranks that are not a multiple of the 4 dot columns, and beyond one 256-rank pass of the expand
     "ranks_1_2_6_9": ([5, 5, 5, 5], [0, 1, 2, 3], [1, 2, 6, 9], 9, 37, 41),
     "rank_300": ([5, 6], [0, 1], [300, 257], 300, 40, 36),
+    # ranks at and around multiples of the vector width with row counts around the register blocks
+    "ranks_17_32_33_64": ([5, 13, 7, 16], [0, 1, 2, 3], [17, 32, 33, 64], 64, 45, 30),
+    "rank_48_row_tails": ([6, 8, 9, 14, 1, 23], [0, 1, 0, 1, 2, 2], [48, 40, 20], 48, 31, 20),
     # one slot, few rows, wide output: the output columns are split into chunks across threads
     "one_block_wide": ([3], [0], [16], 16, 64, 1000),
 }
@@ -65,10 +68,11 @@ def run_ops(x, y, h, gy, gh, a, b, indptr, seg, rk, sc):
             ops.lora_shrink_backward(gh, x, a, indptr, seg, rk)[0]]
 
 
+@pytest.mark.parametrize("rank", [16, 48])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_row_results_do_not_depend_on_the_batch(dtype):
+def test_row_results_do_not_depend_on_the_batch(dtype, rank):
     """Each row computed alone, as one of 37 rows of its slot, and behind other slots' rows: same bits."""
-    case = ([37, 11], [0, 1], [16, 16], 16, 70, 90)
+    case = ([37, 11], [0, 1], [rank, rank], rank, 70, 90)
     x, y, h, gy, gh, a, b, indptr, seg, rk, sc = make(*case, dtype)
     batched = run_ops(x, y, h, gy, gh, a, b, indptr, seg, rk, sc)
     for threads in (1, 2):
