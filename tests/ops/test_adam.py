@@ -381,6 +381,19 @@ def test_bad_inputs_raise_naming_the_argument_and_change_nothing(message, edit):
     assert torch.equal(args["steps"], before["steps"])
 
 
+def test_overlap_check_after_a_passing_call_with_other_tensors():
+    """The overlap check remembers the last passing tensor list: the same list again passes, and a list that
+    differs only by an aliased moment is still refused (with nothing changed)."""
+    args = make_valid()
+    fused_adamw(**args)
+    fused_adamw(**args)  # identical list: accepted from the remembered spans
+    _alias("exp_avg_sqs", 1, "exp_avgs", 1, lambda t: t)(args)
+    before = copy.deepcopy(args)
+    with pytest.raises(RuntimeError, match=re.escape("exp_avgs[1] and exp_avg_sqs[1] share memory")):
+        fused_adamw(**args)
+    assert all(torch.equal(a, b) for a, b in zip(args["params"], before["params"]))
+
+
 def _big_call_inputs(seed):
     gen = torch.Generator().manual_seed(seed)
     shapes = [(1 << 17) + 3, 5, 1, 70001, 0] + [97] * 200 + [(1 << 18) + 1]
