@@ -22,6 +22,7 @@
 #include <torch/library.h>
 
 #include "../common/adam_checks.h"
+#include "vec_opaque.h"
 
 #include <algorithm>
 #include <cmath>
@@ -179,23 +180,6 @@ struct Factors {
   float neg_step_size;  // -lr / (1 - beta1^t)
 };
 
-// Rounds x as a separate operation: keeps the compiler from contracting `x + y` into an fma with the
-// multiplication that produced x, since torch rounds those products on their own.
-C10_ALWAYS_INLINE Vec rounded(Vec x) {
-#if defined(CPU_CAPABILITY_AVX512)
-  __m512 r = x;
-  asm("" : "+v"(r));
-  return Vec(r);
-#elif defined(CPU_CAPABILITY_AVX2)
-  __m256 r = x;
-  asm("" : "+x"(r));
-  return Vec(r);
-#else
-  asm("" : "+m"(x));
-  return x;
-#endif
-}
-
 template <typename P, typename M, typename V>
 void update_piece(P* p, const P* g, M* m, V* v, int64_t n, const Factors& f, double* sumsq) {
   const Vec decay(f.decay), clip(f.clip), w(f.lerp_w), w_minus_1(f.lerp_w - 1.f);
@@ -204,12 +188,13 @@ void update_piece(P* p, const P* g, M* m, V* v, int64_t n, const Factors& f, dou
   BlockedSquareSum acc;
   Vec p0, p1, g0, g1, m0, m1, v0, v1;
   auto step = [&](Vec& pv, Vec gv, Vec& mv, Vec& vv) {
-    pv = rounded(pv * decay);
-    gv = rounded(gv * clip);
+    // opaque(): torch rounds these products on their own, so they must not be contracted into later fmas
+    pv = opaque(pv * decay);
+    gv = opaque(gv * clip);
     // torch's vectorised lerp: weight < 0.5 ? m + w*(g-m) : g + (w-1)*(g-m), each one fma
     const Vec diff = gv - mv;
     mv = f.lerp_small ? at::vec::fmadd(w, diff, mv) : at::vec::fmadd(w_minus_1, diff, gv);
-    vv = rounded(vv * beta2);                 // exp_avg_sq.mul_(beta2)
+    vv = opaque(vv * beta2);                 // exp_avg_sq.mul_(beta2)
     vv = at::vec::fmadd(omb2 * gv, gv, vv);   // .addcmul_(grad, grad, value=1 - beta2), fused as torch's
                                               // compiled kernel is
     // sqrt is correctly rounded here; torch's CPU sqrt (MKL VML_HA) may differ from it by 1 ulp

@@ -3,7 +3,8 @@
 // dot_rows keeps an MR x NR block of dot products in vector accumulators (lanes along k) and reduces
 // each once at the end; axpy_rows keeps an MR x (NC vectors) block of outputs and streams the rank
 // dimension through it, so y is read once and the output written once. bf16 / fp16 are widened in
-// registers: no fp32 copies of the inputs.
+// registers: no fp32 copies of the inputs. Loaded vectors pass through opaque() so that each load is
+// one instruction, not one memory operand per fma that uses it.
 #include "vec_capability.h"
 
 #include <ATen/cpu/vec/functional.h>
@@ -11,6 +12,7 @@
 #include <c10/util/Exception.h>
 
 #include "lora_tiles.h"
+#include "vec_opaque.h"
 
 #include <algorithm>
 #include <tuple>
@@ -48,22 +50,6 @@ struct Io<float> {
   static C10_ALWAYS_INLINE void store(float* p, const Vec& v, int64_t n = W) { v.store(p, n); }
 };
 
-// Pins a loaded vector in a register. GCC otherwise folds the load into each of the MR fused multiply-adds
-// that use it (one memory operand each), which makes the loops load-bound: 20 loads per 16 FMAs instead of 8.
-C10_ALWAYS_INLINE Vec in_register(Vec x) {
-#if defined(CPU_CAPABILITY_AVX512)
-  __m512 r = x;
-  asm("" : "+v"(r));
-  return Vec(r);
-#elif defined(CPU_CAPABILITY_AVX2)
-  __m256 r = x;
-  asm("" : "+x"(r));
-  return Vec(r);
-#else
-  return x;
-#endif
-}
-
 // acc[i][j] = sum_p x[i, p] * w[j, p] for an MR x NR block; sums[i * NR + j] gets the reduced values.
 template <int MR, int NR, typename T>
 C10_ALWAYS_INLINE void dot_block(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t k, float* sums) {
@@ -77,10 +63,10 @@ C10_ALWAYS_INLINE void dot_block(const T* x, int64_t ldx, const T* w, int64_t ld
   for (; p + W <= k; p += W) {
     Vec xv[MR];
 #pragma GCC unroll 4
-    for (int i = 0; i < MR; ++i) xv[i] = in_register(Io<T>::load(x + i * ldx + p));
+    for (int i = 0; i < MR; ++i) xv[i] = opaque(Io<T>::load(x + i * ldx + p));
 #pragma GCC unroll 4
     for (int j = 0; j < NR; ++j) {
-      const Vec wv = in_register(Io<T>::load(w + j * ldw + p));
+      const Vec wv = opaque(Io<T>::load(w + j * ldw + p));
 #pragma GCC unroll 4
       for (int i = 0; i < MR; ++i) acc[i][j] = at::vec::fmadd(xv[i], wv, acc[i][j]);
     }
@@ -202,7 +188,7 @@ C10_ALWAYS_INLINE void axpy_block(const T* base, int64_t ldb, const float* hs, i
 #pragma GCC unroll 4
     for (int v = 0; v < NC; ++v) {
       const T* src = w + j * ldw + c + v * W;
-      wv[v] = in_register(full ? Io<T>::load(src) : Io<T>::load(src, tail));
+      wv[v] = opaque(full ? Io<T>::load(src) : Io<T>::load(src, tail));
     }
 #pragma GCC unroll 4
     for (int i = 0; i < MR; ++i) {
