@@ -144,19 +144,24 @@ std::vector<float> read_scales(const char* op, const Tensor& lora_scales, int64_
 
 // Shape and dtype checks shared by lora_expand, lora_expand_ and lora_expand_backward.
 // `y` is y or grad_y: [T, out].
-void check_expand_args(const char* op, const char* y_name, const Tensor& y, const Tensor& h,
-                       const Tensor& lora_b) {
+// y (or grad_y / grad_out) [T, out] and the lora_b pool [N, R, out] of an expand.
+void check_out_and_b(const char* op, const char* y_name, const Tensor& y, const Tensor& lora_b) {
   check_float(op, y, y_name, 2, "[T, out]");
-  check_float(op, h, "h", 2, "[T, R]");
   check_float(op, lora_b, "lora_b", 3, "[N, R, out]");
-  check_same_dtype(op, h, "h", y, y_name);
   check_same_dtype(op, lora_b, "lora_b", y, y_name);
-  check_device(op, h, "h", y);
   check_device(op, lora_b, "lora_b", y);
-  TORCH_CHECK(h.size(0) == y.size(0), op, ": h must have T = ", y.size(0), " rows like ", y_name,
-              ", got shape ", shape_str(h));
   TORCH_CHECK(lora_b.size(2) == y.size(1), op, ": lora_b must be [N, R, out] with out = ", y.size(1),
               " (", y_name, ".size(1)), got shape ", shape_str(lora_b));
+}
+
+void check_expand_args(const char* op, const char* y_name, const Tensor& y, const Tensor& h,
+                       const Tensor& lora_b) {
+  check_out_and_b(op, y_name, y, lora_b);
+  check_float(op, h, "h", 2, "[T, R]");
+  check_same_dtype(op, h, "h", y, y_name);
+  check_device(op, h, "h", y);
+  TORCH_CHECK(h.size(0) == y.size(0), op, ": h must have T = ", y.size(0), " rows like ", y_name,
+              ", got shape ", shape_str(h));
   TORCH_CHECK(h.size(1) == lora_b.size(1), op, ": h must have R = ", lora_b.size(1),
               " columns (lora_b.size(1)), got shape ", shape_str(h));
 }
@@ -345,16 +350,11 @@ std::tuple<Tensor, Tensor> lora_shrink_backward_cpu(const Tensor& grad_h, const 
 void check_apply_args(const char* op, const char* y_name, const Tensor& y, const Tensor& x, const Tensor& lora_a,
                       const Tensor& lora_b) {
   check_shrink_args(op, x, lora_a);
-  check_float(op, y, y_name, 2, "[T, out]");
-  check_float(op, lora_b, "lora_b", 3, "[N, R, out]");
+  check_out_and_b(op, y_name, y, lora_b);
   check_same_dtype(op, y, y_name, x, "x");
-  check_same_dtype(op, lora_b, "lora_b", x, "x");
   check_device(op, y, y_name, x);
-  check_device(op, lora_b, "lora_b", x);
   TORCH_CHECK(y.size(0) == x.size(0), op, ": ", y_name, " must have T = ", x.size(0), " rows like x, got shape ",
               shape_str(y));
-  TORCH_CHECK(lora_b.size(2) == y.size(1), op, ": lora_b must be [N, R, out] with out = ", y.size(1), " (",
-              y_name, ".size(1)), got shape ", shape_str(lora_b));
   TORCH_CHECK(lora_b.size(0) == lora_a.size(0) && lora_b.size(1) == lora_a.size(1), op,
               ": lora_a and lora_b must share [N, R], got shapes ", shape_str(lora_a), " and ", shape_str(lora_b));
 }

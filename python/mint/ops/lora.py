@@ -208,27 +208,30 @@ def lora_apply(
 
 
 def _apply(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales, inplace):
-    """(y + delta, x as [T, in], h): the delta into y itself with ``inplace``, else into a new tensor."""
+    """(y + delta, x as [T, in], h): the delta into y itself with ``inplace``, else into a new tensor.
+
+    Called only where no gradient flows through the ops themselves (no grad needed, or inside _LoraApply), so
+    the out-of-place ops run below autograd, skipping their Python autograd wrappers (~5 us a call). The
+    in-place ops keep their C++ autograd kernels: those bump y's version counter. On CPU shrink and expand run
+    as one pass over row blocks.
+    """
     x2 = x.reshape(-1, x.shape[-1])
     y2 = y.view(-1, y.shape[-1]) if inplace else y.reshape(-1, y.shape[-1])
-    if x2.device.type == "cpu":  # shrink and expand in one pass over row blocks
-        if inplace:  # its C++ autograd kernel bumps y's version counter
-            h = _ops.lora_apply_forward_(y2, x2, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales)
+    idx = (seg_indptr, seg_adapter, lora_ranks)
+    if x2.device.type == "cpu":
+        if inplace:
+            return y, x2, _ops.lora_apply_forward_(y2, x2, lora_a, lora_b, *idx, lora_scales)
+        with torch._C._AutoDispatchBelowAutograd():
+            out, h = _ops.lora_apply_forward(y2, x2, lora_a, lora_b, *idx, lora_scales)
+    else:
+        with torch._C._AutoDispatchBelowAutograd():
+            h = _ops.lora_shrink(x2, lora_a, *idx)
+        if inplace:
+            _ops.lora_expand_(y2, h, lora_b, *idx, lora_scales)
             return y, x2, h
         with torch._C._AutoDispatchBelowAutograd():
-            out, h = _ops.lora_apply_forward(y2, x2, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks,
-                                             lora_scales)
-        return (out if y.dim() == 2 else out.view(y.shape)), x2, h
-    # Called only where no gradient flows through the ops themselves (no grad needed, or inside _LoraApply),
-    # so they skip their Python autograd wrappers (~5 us a call). lora_expand_ keeps its C++ autograd kernel:
-    # that is what bumps y's version counter.
-    with torch._C._AutoDispatchBelowAutograd():
-        h = _ops.lora_shrink(x2, lora_a, seg_indptr, seg_adapter, lora_ranks)
-        if not inplace:
-            out = _ops.lora_expand(y2, h, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales)
-            return (out if y.dim() == 2 else out.view(y.shape)), x2, h
-    _ops.lora_expand_(y2, h, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales)
-    return y, x2, h
+            out = _ops.lora_expand(y2, h, lora_b, *idx, lora_scales)
+    return (out if y.dim() == 2 else out.view(y.shape)), x2, h
 
 
 def _dispatch_apply(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales, inplace):
@@ -259,20 +262,19 @@ class _LoraApply(torch.autograd.Function):
         x2, h, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales = ctx.saved_tensors
         need_y, need_x, need_a, need_b = ctx.needs_input_grad[:4]
         grad_x = grad_a = grad_b = None
-        if (need_x or need_a) and x2.device.type == "cpu":  # the whole backward in two passes
+        if need_x or need_a or need_b:
             g2 = grad_out.reshape(-1, grad_out.shape[-1])
-            grad_x, grad_a, grad_b = _ops.lora_apply_backward(g2, x2, h, lora_a, lora_b, seg_indptr, seg_adapter,
-                                                              lora_ranks, lora_scales)
-            grad_x = (grad_x if ctx.x_shape is None else grad_x.view(ctx.x_shape)) if need_x else None
-        elif need_x or need_a or need_b:
-            g2 = grad_out.reshape(-1, grad_out.shape[-1])
-            grad_h, grad_b = _ops.lora_expand_backward(g2, h, lora_b, seg_indptr, seg_adapter, lora_ranks,
-                                                       lora_scales)
-            if need_x or need_a:
-                grad_x, grad_a = _ops.lora_shrink_backward(grad_h, x2, lora_a, seg_indptr, seg_adapter, lora_ranks)
-                grad_x = (grad_x if ctx.x_shape is None else grad_x.view(ctx.x_shape)) if need_x else None
-        return (grad_out if need_y else None, grad_x, grad_a if need_a else None, grad_b if need_b else None,
-                None, None, None, None, None)
+            idx = (seg_indptr, seg_adapter, lora_ranks)
+            if x2.device.type == "cpu" and (need_x or need_a):  # the whole backward in two passes
+                grad_x, grad_a, grad_b = _ops.lora_apply_backward(g2, x2, h, lora_a, lora_b, *idx, lora_scales)
+            else:
+                grad_h, grad_b = _ops.lora_expand_backward(g2, h, lora_b, *idx, lora_scales)
+                if need_x or need_a:
+                    grad_x, grad_a = _ops.lora_shrink_backward(grad_h, x2, lora_a, *idx)
+        if need_x and ctx.x_shape is not None:
+            grad_x = grad_x.view(ctx.x_shape)
+        return (grad_out if need_y else None, grad_x if need_x else None, grad_a if need_a else None,
+                grad_b if need_b else None, None, None, None, None, None)
 
 
 def lora_apply_(
