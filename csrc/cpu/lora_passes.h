@@ -48,18 +48,21 @@ inline std::vector<RowBlock> row_blocks(const std::vector<SlotRows>& plan) {
   return blocks;
 }
 
-// Columns per work item of a pass over `cols` output columns: whole rows (few, sequential streams per
-// thread) unless there are too few row blocks to keep every thread busy.
-inline int64_t column_chunk(const std::vector<RowBlock>& blocks, int64_t cols) {
-  const int64_t needed = 4 * at::get_num_threads(), have = static_cast<int64_t>(blocks.size());
-  const int64_t splits = have >= needed ? 1 : (needed + have - 1) / std::max<int64_t>(1, have);
-  const int64_t quantum = 4 * lora_tiles::vector_width();
-  return std::max(quantum, (cols / splits + quantum - 1) / quantum * quantum);
-}
+// Work items that keep every thread busy.
+inline int64_t items_wanted() { return 4 * at::get_num_threads(); }
 
 // True when every block can be one work item (whole rows) and still keep every thread busy.
 inline bool whole_rows_suffice(const std::vector<RowBlock>& blocks) {
-  return static_cast<int64_t>(blocks.size()) >= 4 * at::get_num_threads();
+  return static_cast<int64_t>(blocks.size()) >= items_wanted();
+}
+
+// Columns per work item of a pass over `cols` output columns: whole rows (few, sequential streams per
+// thread) unless there are too few row blocks to keep every thread busy.
+inline int64_t column_chunk(const std::vector<RowBlock>& blocks, int64_t cols) {
+  const int64_t have = std::max<int64_t>(1, static_cast<int64_t>(blocks.size()));
+  const int64_t splits = whole_rows_suffice(blocks) ? 1 : (items_wanted() + have - 1) / have;
+  const int64_t quantum = 4 * lora_tiles::vector_width();
+  return std::max(quantum, (cols / splits + quantum - 1) / quantum * quantum);
 }
 
 // Runs fn(block, c0, c1) for every row block x chunk of `cols` columns (chunks of col_chunk), split over
