@@ -11,6 +11,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include "lora_amx.h"
 #include "lora_tiles.h"
 
 #include <algorithm>
@@ -97,23 +98,76 @@ void dispatch_float(at::ScalarType st, const Fn& fn) {
 
 inline float slot_alpha(const float* alpha, const SlotRows& sr) { return alpha == nullptr ? 1.0f : alpha[sr.slot]; }
 
+// The distinct slots of blocks, in order (a slot's blocks are adjacent).
+inline std::vector<const SlotRows*> slots_of(const std::vector<RowBlock>& blocks) {
+  std::vector<const SlotRows*> slots;
+  for (const RowBlock& blk : blocks) {
+    if (slots.empty() || slots.back() != blk.sr) slots.push_back(blk.sr);
+  }
+  return slots;
+}
+
+// Packs the weights w[slot, :rank] of every slot of blocks into one buffer of `dtype`, each slot at
+// offset[slot] with elems(rank) elements, by pack(slot rows, slot, dst); slots in parallel when large.
+template <typename Elems, typename Pack>
+Tensor pack_slots(const std::vector<RowBlock>& blocks, int64_t pool, at::TensorOptions options,
+                  std::vector<int64_t>& offset, const Elems& elems, const Pack& pack) {
+  const std::vector<const SlotRows*> slots = slots_of(blocks);
+  offset.assign(pool, -1);
+  int64_t total = 0;
+  for (const SlotRows* sr : slots) {
+    offset[sr->slot] = total;
+    total += elems(sr->rank);
+  }
+  Tensor packed = at::empty({total}, options);
+  const int64_t grain = total >= (int64_t{1} << 16) ? 1 : static_cast<int64_t>(slots.size());  // small: inline
+  at::parallel_for(0, static_cast<int64_t>(slots.size()), grain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) pack(*slots[i], packed.data_ptr<c10::BFloat16>() + offset[slots[i]->slot]);
+  });
+  return packed;
+}
+
 // out[rows, :R] = alpha[slot] * rows @ W[slot, :rank]^T, zeros in columns [rank, R) (alpha null: 1).
-// rows: [T, k] of T, w: [N, R', k] pool, out: [T, R] contiguous.
+// rows: [T, k] of T, w: [N, R', k] pool, out: [T, R] contiguous. bf16 with R' <= 64 runs on AMX tiles where
+// the CPU has them (the blocks' slots' weights packed once, up front); the choice depends only on the
+// call's shapes, so every row of a call takes the same path.
 template <typename T>
 class DotRows {
  public:
-  DotRows(const Tensor& rows, const Tensor& w, Tensor& out, const float* alpha)
-      : xr_(unit_inner(rows)), wp_(unit_inner(w)), out_(out), alpha_(alpha), k_(xr_.size(1)), R_(out.size(1)) {}
+  DotRows(const Tensor& rows, const Tensor& w, Tensor& out, const float* alpha, const std::vector<RowBlock>& blocks)
+      : xr_(unit_inner(rows)), wp_(unit_inner(w)), out_(out), alpha_(alpha), k_(xr_.size(1)), R_(out.size(1)) {
+    if constexpr (std::is_same_v<T, c10::BFloat16>) {
+      if (wp_.size(1) <= lora_amx::kMaxCols && lora_amx::available()) {
+        packed_ = pack_slots(
+            blocks, wp_.size(0), out.options(), offset_,
+            [&](int64_t rank) { return lora_amx::packed_dot_elems(rank, k_); },
+            [&](const SlotRows& sr, c10::BFloat16* dst) {
+              lora_amx::pack_dot(bits(wp_.const_data_ptr<T>() + sr.slot * wp_.stride(0)), wp_.stride(1), sr.rank,
+                                 k_, reinterpret_cast<uint16_t*>(dst));
+            });
+      }
+    }
+  }
   int64_t fmas_per_row() const { return k_ * R_; }
   void operator()(const RowBlock& blk) const {
     const SlotRows& sr = *blk.sr;
-    lora_tiles::dot_rows<T>(xr_.const_data_ptr<T>() + blk.row * xr_.stride(0), xr_.stride(0),
-                            wp_.const_data_ptr<T>() + sr.slot * wp_.stride(0), wp_.stride(1), blk.count, sr.rank,
-                            k_, slot_alpha(alpha_, sr), out_.data_ptr<T>() + blk.row * R_, R_, R_);
+    const T* xp = xr_.const_data_ptr<T>() + blk.row * xr_.stride(0);
+    T* op = out_.data_ptr<T>() + blk.row * R_;
+    if constexpr (std::is_same_v<T, c10::BFloat16>) {
+      if (packed_.defined()) {
+        lora_amx::dot_rows(bits(xp), xr_.stride(0), bits(packed_.const_data_ptr<T>() + offset_[sr.slot]), blk.count,
+                           sr.rank, k_, slot_alpha(alpha_, sr), reinterpret_cast<uint16_t*>(op), R_, R_);
+        return;
+      }
+    }
+    lora_tiles::dot_rows<T>(xp, xr_.stride(0), wp_.const_data_ptr<T>() + sr.slot * wp_.stride(0), wp_.stride(1),
+                            blk.count, sr.rank, k_, slot_alpha(alpha_, sr), op, R_, R_);
   }
 
  private:
-  Tensor xr_, wp_, out_;
+  static const uint16_t* bits(const T* p) { return reinterpret_cast<const uint16_t*>(p); }
+  Tensor xr_, wp_, out_, packed_;
+  std::vector<int64_t> offset_;
   const float* alpha_;
   int64_t k_, R_;
 };
@@ -157,26 +211,13 @@ class AxpyRows {
 
  private:
   void pack(const std::vector<RowBlock>& blocks) {
-    std::vector<const SlotRows*> slots;  // a slot's blocks are adjacent: each slot once
-    for (const RowBlock& blk : blocks) {
-      if (slots.empty() || slots.back() != blk.sr) slots.push_back(blk.sr);
-    }
-    offset_.assign(wp_.size(0), -1);
-    int64_t total = 0;
-    for (const SlotRows* sr : slots) {
-      offset_[sr->slot] = total;
-      total += lora_tiles::packed_pairs_elems(sr->rank, cols_);
-    }
-    packed_ = at::empty({total}, dst_.options());
-    c10::BFloat16* pk = packed_.data_ptr<c10::BFloat16>();
     const c10::BFloat16* wptr = wp_.const_data_ptr<c10::BFloat16>();
-    const int64_t grain = total >= (int64_t{1} << 16) ? 1 : static_cast<int64_t>(slots.size());  // small: inline
-    at::parallel_for(0, static_cast<int64_t>(slots.size()), grain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const SlotRows& sr = *slots[i];
-        lora_tiles::pack_pairs(wptr + sr.slot * wp_.stride(0), wp_.stride(1), sr.rank, cols_, pk + offset_[sr.slot]);
-      }
-    });
+    packed_ = pack_slots(
+        blocks, wp_.size(0), dst_.options(), offset_,
+        [&](int64_t rank) { return lora_tiles::packed_pairs_elems(rank, cols_); },
+        [&](const SlotRows& sr, c10::BFloat16* dst) {
+          lora_tiles::pack_pairs(wptr + sr.slot * wp_.stride(0), wp_.stride(1), sr.rank, cols_, dst);
+        });
   }
 
   Tensor br_, hr_, wp_, dst_, packed_;

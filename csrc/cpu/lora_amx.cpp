@@ -1,0 +1,237 @@
+// AMX kernel of the CPU LoRA row dots; contracts in lora_amx.h.
+//
+// Tiles (palette 1, 64 bytes a row): tmm0-3 accumulate 16 rows x 16 outputs of fp32 each (up to 64 outputs),
+// tmm4 holds 16 rows x 32 bf16 of x, tmm5-7 the packed weights of one 16-output group: 16 rows of
+// product pairs (k = 2p, 2p + 1) x 16 outputs. A block of m < 16 rows configures m-row tiles, so no row
+// past the block is read; a k that is not a multiple of 32 ends with a zero-padded copy of the last chunk.
+#include "lora_amx.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#if defined(__x86_64__) && (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 11))
+#define MINT_AMX_BUILD 1
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#define MINT_AMX_TARGET \
+  __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+#else
+#define MINT_AMX_BUILD 0
+#endif
+
+namespace mint::lora_amx {
+
+int64_t packed_dot_elems(int64_t n, int64_t k) { return ((n + 15) / 16) * 16 * ((k + 31) / 32) * 32; }
+
+#if MINT_AMX_BUILD
+namespace {
+
+constexpr int64_t kTileElems = 512;  // 16 rows x 32 bf16
+
+// The tile loads and stores are inline asm that names only the address: this tells the compiler that memory
+// is read or written there (the zero-padded tail copy, the accumulator dump).
+inline void memory_barrier() { asm volatile("" ::: "memory"); }
+
+bool detect() {
+  const char* env = std::getenv("MINT_CPU_AMX");
+  if (env != nullptr && std::strcmp(env, "0") == 0) return false;
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  const bool avx512 = ((b >> 16) & 1) && ((b >> 17) & 1) && ((b >> 30) & 1) && ((b >> 31) & 1);  // F DQ BW VL
+  const bool amx = ((d >> 22) & 1) && ((d >> 24) & 1);                                            // BF16, TILE
+  unsigned a1 = 0, b1 = 0, c1 = 0, d1 = 0;
+  if (!__get_cpuid_count(7, 1, &a1, &b1, &c1, &d1)) return false;
+  const bool avx512_bf16 = (a1 >> 5) & 1;
+  if (!(avx512 && amx && avx512_bf16)) return false;
+  // Linux hands out the 8 KB tile state only on request (ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA).
+  constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+}
+
+struct alignas(64) TileConfig {
+  uint8_t palette_id;
+  uint8_t start_row;
+  uint8_t reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+// Accumulators and x tiles of m rows, weight tiles of 16 pair rows; every row 64 bytes.
+MINT_AMX_TARGET void configure(int64_t m) {
+  TileConfig cfg;
+  std::memset(&cfg, 0, sizeof cfg);
+  cfg.palette_id = 1;
+  for (int t = 0; t < 8; ++t) {
+    cfg.colsb[t] = 64;
+    cfg.rows[t] = static_cast<uint8_t>(t < 5 ? m : 16);
+  }
+  _tile_loadconfig(&cfg);
+}
+
+// One k chunk: x tile from src (row stride in bytes), then the JB weight tiles of the chunk at b.
+template <int JB>
+MINT_AMX_TARGET inline void chunk(const uint16_t* src, int64_t stride_bytes, const uint16_t* b) {
+  _tile_loadd(4, src, stride_bytes);
+  _tile_loadd(5, b, 64);
+  _tile_dpbf16ps(0, 4, 5);
+  if constexpr (JB > 1) {
+    _tile_loadd(6, b + kTileElems, 64);
+    _tile_dpbf16ps(1, 4, 6);
+  }
+  if constexpr (JB > 2) {
+    _tile_loadd(7, b + 2 * kTileElems, 64);
+    _tile_dpbf16ps(2, 4, 7);
+  }
+  if constexpr (JB > 3) {
+    _tile_loadd(5, b + 3 * kTileElems, 64);
+    _tile_dpbf16ps(3, 4, 5);
+  }
+}
+
+// acc[i, j] (row stride 64 floats) = sum over k of x[i, :] W[j, :] for i < m, j < 16 * JB.
+template <int JB>
+MINT_AMX_TARGET void dot_block(const uint16_t* x, int64_t ldx, const uint16_t* packed, int64_t m, int64_t k,
+                               float* acc) {
+  _tile_zero(0);
+  if constexpr (JB > 1) _tile_zero(1);
+  if constexpr (JB > 2) _tile_zero(2);
+  if constexpr (JB > 3) _tile_zero(3);
+  const int64_t full = k / 32, rest = k % 32;
+  for (int64_t kc = 0; kc < full; ++kc) chunk<JB>(x + kc * 32, ldx * 2, packed + kc * JB * kTileElems);
+  if (rest > 0) {
+    alignas(64) uint16_t tail[16 * 32];
+    std::memset(tail, 0, sizeof tail);
+    for (int64_t i = 0; i < m; ++i) std::memcpy(tail + i * 32, x + i * ldx + full * 32, rest * 2);
+    memory_barrier();
+    chunk<JB>(tail, 64, packed + full * JB * kTileElems);
+  }
+  _tile_stored(0, acc, 256);
+  if constexpr (JB > 1) _tile_stored(1, acc + 16, 256);
+  if constexpr (JB > 2) _tile_stored(2, acc + 32, 256);
+  if constexpr (JB > 3) _tile_stored(3, acc + 48, 256);
+  memory_barrier();
+}
+
+// fp32 -> bf16 bits, round to nearest even, NaN -> 0x7FC0: c10::BFloat16's conversion, 16 lanes at a time.
+MINT_AMX_TARGET inline __m256i to_bf16(__m512 v) {
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF))), 16);
+  r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q), _mm512_set1_epi32(0x7FC0));
+  return _mm512_cvtepi32_epi16(r);
+}
+
+MINT_AMX_TARGET void store_rows(const float* acc, int64_t m, int64_t n, float alpha, uint16_t* out, int64_t ldo,
+                                int64_t n_zero) {
+  const __m512 scale = _mm512_set1_ps(alpha);
+  for (int64_t i = 0; i < m; ++i) {
+    uint16_t* o = out + i * ldo;
+    for (int64_t j = 0; j < n; j += 16) {
+      const int64_t cnt = n - j < 16 ? n - j : 16;
+      const __mmask16 mask = static_cast<__mmask16>((1u << cnt) - 1);
+      const __m256i v = to_bf16(_mm512_mul_ps(_mm512_loadu_ps(acc + i * 64 + j), scale));
+      _mm256_mask_storeu_epi16(o + j, mask, v);
+    }
+    if (n_zero > n) std::memset(o + n, 0, (n_zero - n) * 2);
+  }
+}
+
+// Transposes 16 x 16 32-bit elements: rows r[0..15] in, out[p] = (r[0][p], ..., r[15][p]).
+MINT_AMX_TARGET void transpose16(__m512i r[16]) {
+  __m512i t[16], u[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int g = 0; g < 4; ++g) {  // u[4g + c], lane L: rows 4g..4g+3 at column 4L + c
+    u[4 * g + 0] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
+    u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
+    u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
+    u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
+  }
+  for (int c = 0; c < 4; ++c) {
+    const __m512i v0 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x88), v1 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xDD);
+    const __m512i v2 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x88);
+    const __m512i v3 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xDD);
+    r[c] = _mm512_shuffle_i32x4(v0, v2, 0x88);
+    r[8 + c] = _mm512_shuffle_i32x4(v0, v2, 0xDD);
+    r[4 + c] = _mm512_shuffle_i32x4(v1, v3, 0x88);
+    r[12 + c] = _mm512_shuffle_i32x4(v1, v3, 0xDD);
+  }
+}
+
+MINT_AMX_TARGET void pack_full_tile(const uint16_t* w, int64_t ldw, uint16_t* tile) {
+  __m512i r[16];
+  for (int j = 0; j < 16; ++j) r[j] = _mm512_loadu_si512(w + j * ldw);
+  transpose16(r);
+  for (int p = 0; p < 16; ++p) _mm512_storeu_si512(tile + p * 32, r[p]);
+}
+
+}  // namespace
+
+bool available() {
+  static const bool ok = detect();
+  return ok;
+}
+
+MINT_AMX_TARGET void pack_dot(const uint16_t* w, int64_t ldw, int64_t n, int64_t k, uint16_t* packed) {
+  const int64_t jbs = (n + 15) / 16, kcs = (k + 31) / 32;
+  for (int64_t kc = 0; kc < kcs; ++kc) {
+    for (int64_t jb = 0; jb < jbs; ++jb) {
+      uint16_t* tile = packed + (kc * jbs + jb) * kTileElems;
+      if (16 * jb + 16 <= n && 32 * kc + 32 <= k) {
+        pack_full_tile(w + 16 * jb * ldw + 32 * kc, ldw, tile);
+        continue;
+      }
+      for (int64_t p = 0; p < 16; ++p) {
+        for (int64_t jj = 0; jj < 16; ++jj) {
+          for (int64_t q = 0; q < 2; ++q) {
+            const int64_t j = 16 * jb + jj, kk = 32 * kc + 2 * p + q;
+            tile[p * 32 + 2 * jj + q] = j < n && kk < k ? w[j * ldw + kk] : uint16_t{0};
+          }
+        }
+      }
+    }
+  }
+}
+
+MINT_AMX_TARGET void dot_rows(const uint16_t* x, int64_t ldx, const uint16_t* packed, int64_t m, int64_t n,
+                              int64_t k, float alpha, uint16_t* out, int64_t ldo, int64_t n_zero) {
+  alignas(64) float acc[16 * 64];
+  const int64_t jbs = (n + 15) / 16;
+  if (jbs == 0) {
+    for (int64_t i = 0; i < m; ++i) std::memset(out + i * ldo, 0, n_zero * 2);
+    return;
+  }
+  memory_barrier();
+  for (int64_t i0 = 0; i0 < m; i0 += 16) {
+    const int64_t rows = m - i0 < 16 ? m - i0 : 16;
+    configure(rows);
+    const uint16_t* xi = x + i0 * ldx;
+    switch (jbs) {
+      case 1: dot_block<1>(xi, ldx, packed, rows, k, acc); break;
+      case 2: dot_block<2>(xi, ldx, packed, rows, k, acc); break;
+      case 3: dot_block<3>(xi, ldx, packed, rows, k, acc); break;
+      default: dot_block<4>(xi, ldx, packed, rows, k, acc); break;
+    }
+    store_rows(acc, rows, n, alpha, out + i0 * ldo, ldo, n_zero);
+  }
+  _tile_release();
+}
+
+#else  // no AMX in this build
+
+bool available() { return false; }
+
+void pack_dot(const uint16_t*, int64_t, int64_t, int64_t, uint16_t*) { std::abort(); }
+
+void dot_rows(const uint16_t*, int64_t, const uint16_t*, int64_t, int64_t, int64_t, float, uint16_t*, int64_t,
+              int64_t) {
+  std::abort();
+}
+
+#endif
+
+}  // namespace mint::lora_amx
