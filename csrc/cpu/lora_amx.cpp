@@ -25,6 +25,8 @@ namespace mint::lora_amx {
 
 int64_t packed_dot_elems(int64_t n, int64_t k) { return ((n + 15) / 16) * 16 * ((k + 31) / 32) * 32; }
 
+int64_t packed_axpy_elems(int64_t r, int64_t cols) { return ((r + 31) / 32) * 32 * ((cols + 15) / 16) * 16; }
+
 #if MINT_AMX_BUILD
 namespace {
 
@@ -169,6 +171,57 @@ MINT_AMX_TARGET void pack_full_tile(const uint16_t* w, int64_t ldw, uint16_t* ti
   for (int p = 0; p < 16; ++p) _mm512_storeu_si512(tile + p * 32, r[p]);
 }
 
+// acc[i, 16 g + c] (row stride 64 floats) = sum over ranks of hb[i, :] W[:, c0 + 16 g + c] for i < m, g < G:
+// hb is the zero-padded h block (row stride 64 bf16), packed the expand layout with rk rank chunks.
+template <int G>
+MINT_AMX_TARGET void axpy_block(const uint16_t* hb, const uint16_t* packed, int64_t rk, int64_t group0, float* acc) {
+  _tile_zero(0);
+  if constexpr (G > 1) _tile_zero(1);
+  if constexpr (G > 2) _tile_zero(2);
+  if constexpr (G > 3) _tile_zero(3);
+  for (int64_t kc = 0; kc < rk; ++kc) {
+    _tile_loadd(4, hb + kc * 32, 128);
+    const uint16_t* b = packed + (group0 * rk + kc) * kTileElems;
+    _tile_loadd(5, b, 64);
+    _tile_dpbf16ps(0, 4, 5);
+    if constexpr (G > 1) {
+      _tile_loadd(6, b + rk * kTileElems, 64);
+      _tile_dpbf16ps(1, 4, 6);
+    }
+    if constexpr (G > 2) {
+      _tile_loadd(7, b + 2 * rk * kTileElems, 64);
+      _tile_dpbf16ps(2, 4, 7);
+    }
+    if constexpr (G > 3) {
+      _tile_loadd(5, b + 3 * rk * kTileElems, 64);
+      _tile_dpbf16ps(3, 4, 5);
+    }
+  }
+  _tile_stored(0, acc, 256);
+  if constexpr (G > 1) _tile_stored(1, acc + 16, 256);
+  if constexpr (G > 2) _tile_stored(2, acc + 32, 256);
+  if constexpr (G > 3) _tile_stored(3, acc + 48, 256);
+  memory_barrier();
+}
+
+// out[i, c .. c + n) = bf16(base + alpha * acc[i, 0 .. n)) for i < m, n <= 64.
+MINT_AMX_TARGET void store_axpy(const float* acc, const uint16_t* base, int64_t ldb, int64_t m, int64_t c, int64_t n,
+                                float alpha, uint16_t* out, int64_t ldo) {
+  const __m512 scale = _mm512_set1_ps(alpha);
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < n; j += 16) {
+      const int64_t cnt = n - j < 16 ? n - j : 16;
+      const __mmask16 mask = static_cast<__mmask16>((1u << cnt) - 1);
+      __m512 v = _mm512_mul_ps(_mm512_loadu_ps(acc + i * 64 + j), scale);
+      if (base != nullptr) {
+        const __m256i b16 = _mm256_maskz_loadu_epi16(mask, base + i * ldb + c + j);
+        v = _mm512_add_ps(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b16), 16)), v);
+      }
+      _mm256_mask_storeu_epi16(out + i * ldo + c + j, mask, to_bf16(v));
+    }
+  }
+}
+
 }  // namespace
 
 bool available() {
@@ -221,6 +274,63 @@ MINT_AMX_TARGET void dot_rows(const uint16_t* x, int64_t ldx, const uint16_t* pa
   _tile_release();
 }
 
+MINT_AMX_TARGET void pack_axpy(const uint16_t* w, int64_t ldw, int64_t r, int64_t cols, uint16_t* packed) {
+  const int64_t rk = (r + 31) / 32, groups = (cols + 15) / 16;
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t kc = 0; kc < rk; ++kc) {
+      uint16_t* tile = packed + (g * rk + kc) * kTileElems;
+      for (int64_t p = 0; p < 16; ++p) {  // tile row p: ranks 32 kc + 2p and + 1, interleaved over 16 columns
+        const int64_t j0 = 32 * kc + 2 * p, c = 16 * g;
+        if (j0 + 1 < r && c + 16 <= cols) {
+          const __m512i lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + j0 * ldw + c)));
+          const __m512i hi =
+              _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + (j0 + 1) * ldw + c)));
+          _mm512_storeu_si512(tile + p * 32, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+          continue;
+        }
+        for (int64_t cc = 0; cc < 16; ++cc) {
+          for (int64_t q = 0; q < 2; ++q) {
+            const int64_t j = j0 + q, col = c + cc;
+            tile[p * 32 + 2 * cc + q] = j < r && col < cols ? w[j * ldw + col] : uint16_t{0};
+          }
+        }
+      }
+    }
+  }
+}
+
+MINT_AMX_TARGET void axpy_rows(const uint16_t* base, int64_t ldb, const uint16_t* h, int64_t ldh,
+                               const uint16_t* packed, int64_t m, int64_t r, int64_t cols, int64_t c0, int64_t c1,
+                               float alpha, uint16_t* out, int64_t ldo) {
+  (void)cols;
+  alignas(64) float acc[16 * 64];
+  alignas(64) uint16_t hb[16 * 64];  // the block's h, zero past the rank (h there need not be finite)
+  const int64_t rk = (r + 31) / 32;
+  for (int64_t i0 = 0; i0 < m; i0 += 16) {
+    const int64_t rows = m - i0 < 16 ? m - i0 : 16;
+    std::memset(hb, 0, sizeof hb);
+    for (int64_t i = 0; i < rows; ++i) std::memcpy(hb + i * 64, h + (i0 + i) * ldh, r * 2);
+    memory_barrier();
+    configure(rows);
+    const uint16_t* bi = base == nullptr ? nullptr : base + i0 * ldb;
+    for (int64_t c = c0; c < c1; c += 64) {
+      const int64_t n = c1 - c < 64 ? c1 - c : 64, groups = (n + 15) / 16;
+      if (rk == 0) {
+        std::memset(acc, 0, sizeof acc);
+      } else {
+        switch (groups) {
+          case 1: axpy_block<1>(hb, packed, rk, c / 16, acc); break;
+          case 2: axpy_block<2>(hb, packed, rk, c / 16, acc); break;
+          case 3: axpy_block<3>(hb, packed, rk, c / 16, acc); break;
+          default: axpy_block<4>(hb, packed, rk, c / 16, acc); break;
+        }
+      }
+      store_axpy(acc, bi, ldb, rows, c, n, alpha, out + i0 * ldo, ldo);
+    }
+  }
+  _tile_release();
+}
+
 #else  // no AMX in this build
 
 bool available() { return false; }
@@ -229,6 +339,13 @@ void pack_dot(const uint16_t*, int64_t, int64_t, int64_t, uint16_t*) { std::abor
 
 void dot_rows(const uint16_t*, int64_t, const uint16_t*, int64_t, int64_t, int64_t, float, uint16_t*, int64_t,
               int64_t) {
+  std::abort();
+}
+
+void pack_axpy(const uint16_t*, int64_t, int64_t, int64_t, uint16_t*) { std::abort(); }
+
+void axpy_rows(const uint16_t*, int64_t, const uint16_t*, int64_t, const uint16_t*, int64_t, int64_t, int64_t, int64_t,
+               int64_t, float, uint16_t*, int64_t) {
   std::abort();
 }
 

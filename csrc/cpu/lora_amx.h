@@ -1,11 +1,12 @@
-// The bf16 row-dot kernel of the CPU LoRA ops on AMX tiles (csrc/cpu/lora_amx.cpp).
+// The bf16 row kernels of the CPU LoRA ops on AMX tiles (csrc/cpu/lora_amx.cpp).
 //
-// out = x @ W^T (the shrink h = x A^T and grad_h = s grad_y B^T) for bf16 on CPUs with AMX-BF16: one
-// tile multiply adds 16 rows x 16 outputs x 32 products, 16 times the work of an AVX-512 bf16 pair dot.
-// The weights W [n, k] of one slot (n <= 64) are first packed into the tile layout (pack_dot), once per
-// call; rows are then read where they lie. Every output element is the fp32 sum over k in one fixed order
-// (32 products per tile step, steps in k order), scaled and rounded once, so a row's result does not
-// depend on the other rows, the blocking or the thread count.
+// For bf16 on CPUs with AMX-BF16, the row-side products of every LoRA op: dot_rows computes x @ W^T (the
+// shrink h = x A^T and grad_h = s grad_y B^T), axpy_rows base + s h @ W (the expand y + s h B and
+// grad_x = grad_h A). One tile multiply adds 16 rows x 16 outputs x 32 products, 16 times the work of an
+// AVX-512 bf16 pair dot. The weights of one slot (rank <= 64) are first packed into the tile layout
+// (pack_dot / pack_axpy), once per call; rows are read where they lie. Every output element is an fp32 sum
+// in one fixed order (32 products per tile step, steps in order), scaled (and added to base) and rounded
+// once, so a row's result does not depend on the other rows, the blocking or the thread count.
 //
 // The file is compiled for any x86-64 target (the kernels carry their own target attributes); available()
 // says at run time whether the CPU has AMX-BF16 and the OS granted this process the tile state. Pointers
@@ -34,5 +35,20 @@ void pack_dot(const uint16_t* w, int64_t ldw, int64_t n, int64_t k, uint16_t* pa
 //   x: [m, k] (row stride ldx, unit column stride), packed: pack_dot(W, ..., n, k), out: row stride ldo.
 void dot_rows(const uint16_t* x, int64_t ldx, const uint16_t* packed, int64_t m, int64_t n, int64_t k, float alpha,
               uint16_t* out, int64_t ldo, int64_t n_zero);
+
+// bf16 elements of W [r, cols] in the expand's tile layout: ceil(r / 32) * 32 ranks x ceil(cols / 16) * 16
+// columns.
+int64_t packed_axpy_elems(int64_t r, int64_t cols);
+
+// Packs W [r, cols] (row stride ldw, unit column stride, r <= kMaxCols) into packed_axpy_elems(r, cols)
+// elements, zero beyond r and cols.
+void pack_axpy(const uint16_t* w, int64_t ldw, int64_t r, int64_t cols, uint16_t* packed);
+
+// out[i, c] = bf16(base[i, c] + alpha * sum_j h[i, j] * W[j, c]) for i < m, c0 <= c < c1 (base == nullptr: 0);
+// the product is summed in fp32, then scaled, added and rounded once.
+//   base: row stride ldb (may be out itself), h: [m, r] (row stride ldh; columns past r are not read),
+//   packed: pack_axpy(W, ..., r, cols), out: row stride ldo. c0 must be a multiple of 16.
+void axpy_rows(const uint16_t* base, int64_t ldb, const uint16_t* h, int64_t ldh, const uint16_t* packed, int64_t m,
+               int64_t r, int64_t cols, int64_t c0, int64_t c1, float alpha, uint16_t* out, int64_t ldo);
 
 }  // namespace mint::lora_amx

@@ -173,8 +173,9 @@ class DotRows {
 };
 
 // dst[rows] = base[rows] + alpha[slot] * h[rows, :rank] @ W[slot, :rank] (base undefined: no base term).
-// h: [T, R'], w: [N, R', cols] pool, dst: [T, cols] with unit inner stride (may be base). On builds with bf16
-// pair dot instructions the bf16 weights of the blocks' slots are packed into rank pairs once, up front.
+// h: [T, R'], w: [N, R', cols] pool, dst: [T, cols] with unit inner stride (may be base). bf16 runs on AMX
+// tiles where the CPU has them (R' <= 64), else on builds with bf16 pair dot instructions on rank pairs;
+// either way the bf16 weights of the blocks' slots are packed once, up front.
 template <typename T>
 class AxpyRows {
  public:
@@ -188,7 +189,8 @@ class AxpyRows {
         cols_(dst.size(1)),
         R_(h.size(1)) {
     if constexpr (std::is_same_v<T, c10::BFloat16>) {
-      if (lora_tiles::packed_pairs_elems(1, 1) > 0) pack(blocks);
+      amx_ = wp_.size(1) <= lora_amx::kMaxCols && lora_amx::available();
+      if (amx_ || lora_tiles::packed_pairs_elems(1, 1) > 0) pack(blocks);
     }
   }
   int64_t fmas_per_col() const { return R_; }
@@ -199,6 +201,12 @@ class AxpyRows {
     const T* hp = hr_.const_data_ptr<T>() + blk.row * hr_.stride(0);
     T* dp = dst_.data_ptr<T>() + blk.row * dst_.stride(0);
     if constexpr (std::is_same_v<T, c10::BFloat16>) {
+      if (amx_) {
+        lora_amx::axpy_rows(bits(bp), ldb, bits(hp), hr_.stride(0), bits(packed_.const_data_ptr<T>() + offset_[sr.slot]),
+                            blk.count, sr.rank, cols_, c0, c1, slot_alpha(alpha_, sr), reinterpret_cast<uint16_t*>(dp),
+                            dst_.stride(0));
+        return;
+      }
       if (packed_.defined()) {
         lora_tiles::axpy_rows_pairs(bp, ldb, hp, hr_.stride(0), packed_.const_data_ptr<T>() + offset_[sr.slot],
                                     blk.count, sr.rank, cols_, c0, c1, slot_alpha(alpha_, sr), dp, dst_.stride(0));
@@ -210,17 +218,27 @@ class AxpyRows {
   }
 
  private:
+  // The weights of the blocks' slots in the AMX tile layout, or else in rank pairs.
   void pack(const std::vector<RowBlock>& blocks) {
     const c10::BFloat16* wptr = wp_.const_data_ptr<c10::BFloat16>();
     packed_ = pack_slots(
         blocks, wp_.size(0), dst_.options(), offset_,
-        [&](int64_t rank) { return lora_tiles::packed_pairs_elems(rank, cols_); },
+        [&](int64_t rank) {
+          return amx_ ? lora_amx::packed_axpy_elems(rank, cols_) : lora_tiles::packed_pairs_elems(rank, cols_);
+        },
         [&](const SlotRows& sr, c10::BFloat16* dst) {
-          lora_tiles::pack_pairs(wptr + sr.slot * wp_.stride(0), wp_.stride(1), sr.rank, cols_, dst);
+          const c10::BFloat16* w = wptr + sr.slot * wp_.stride(0);
+          if (amx_) {
+            lora_amx::pack_axpy(bits(w), wp_.stride(1), sr.rank, cols_, reinterpret_cast<uint16_t*>(dst));
+          } else {
+            lora_tiles::pack_pairs(w, wp_.stride(1), sr.rank, cols_, dst);
+          }
         });
   }
+  static const uint16_t* bits(const T* p) { return reinterpret_cast<const uint16_t*>(p); }
 
   Tensor br_, hr_, wp_, dst_, packed_;
+  bool amx_ = false;
   std::vector<int64_t> offset_;
   const float* alpha_;
   int64_t cols_, R_;
