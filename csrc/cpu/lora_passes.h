@@ -274,6 +274,28 @@ void run_dot_then_axpy(const DotRows<T>& dot, const AxpyRows<T>& axpy, const std
                 });
 }
 
+// dst[j, t] = alpha * src[row_t, j] for j < rank, over the slot's rows t in order (dst: [rank, count] of D:
+// float, or T itself with alpha 1). A direct loop: the ATen copy of a transposed view costs more than the
+// copy at LoRA's sizes.
+template <typename T, typename D>
+void transpose_slot_rows(const Tensor& src, const SlotRows& sr, float alpha, D* dst) {
+  const T* sp = src.const_data_ptr<T>();
+  const int64_t ld = src.stride(0), cs = src.stride(1);
+  int64_t t = 0;
+  for (const auto& [b, e] : sr.ranges) {
+    for (int64_t row = b; row < e; ++row, ++t) {
+      const T* r = sp + row * ld;
+      for (int64_t j = 0; j < sr.rank; ++j) {
+        if constexpr (std::is_same_v<D, float>) {
+          dst[j * sr.count + t] = alpha * static_cast<float>(r[j * cs]);
+        } else {
+          dst[j * sr.count + t] = r[j * cs];
+        }
+      }
+    }
+  }
+}
+
 // One weight gradient: grad[slot, :rank] = alpha[slot] * coef[rows, :rank]^T @ src[rows] for every slot of
 // the plan (dB: coef h, src grad_y; dA: coef grad_h, src x). grad: a contiguous [N, R', cols] pool whose
 // other rows the caller zeroes.
@@ -303,10 +325,15 @@ inline void run_weight_grads(const std::vector<WeightGrad>& jobs, const std::vec
     for (size_t i = 0; i < plan.size(); ++i) {
       const SlotRows& sr = plan[i];
       const bool one = sr.ranges.size() == 1;
-      const Tensor c = one ? job.coef.narrow(0, sr.ranges[0].first, sr.count) : job.coef.index_select(0, sr.index);
       Tensor coef = at::empty({sr.rank, sr.count}, job.coef.options().dtype(pairs ? at::kBFloat16 : at::kFloat));
-      coef.copy_(c.narrow(1, 0, sr.rank).t());
-      if (!pairs && slot_alpha(job.alpha, sr) != 1.0f) coef.mul_(slot_alpha(job.alpha, sr));
+      dispatch_float(job.coef.scalar_type(), [&](auto tag) {
+        using T = decltype(tag);
+        if (pairs) {
+          transpose_slot_rows<T>(job.coef, sr, 1.0f, coef.data_ptr<T>());
+        } else {
+          transpose_slot_rows<T>(job.coef, sr, slot_alpha(job.alpha, sr), coef.data_ptr<float>());
+        }
+      });
       const Tensor s = one ? job.src.narrow(0, sr.ranges[0].first, sr.count) : job.src.index_select(0, sr.index);
       prepared[j].push_back({coef, unit_inner(s)});
       for (int64_t c0 = 0; c0 < cols; c0 += chunk) {

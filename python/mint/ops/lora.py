@@ -215,8 +215,8 @@ def _apply(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scale
     in-place ops keep their C++ autograd kernels: those bump y's version counter. On CPU shrink and expand run
     as one pass over row blocks.
     """
-    x2 = x.reshape(-1, x.shape[-1])
-    y2 = y.view(-1, y.shape[-1]) if inplace else y.reshape(-1, y.shape[-1])
+    x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
+    y2 = y if y.dim() == 2 else y.view(-1, y.shape[-1]) if inplace else y.reshape(-1, y.shape[-1])
     idx = (seg_indptr, seg_adapter, lora_ranks)
     if x2.device.type == "cpu":
         if inplace:
@@ -263,7 +263,7 @@ class _LoraApply(torch.autograd.Function):
         need_y, need_x, need_a, need_b = ctx.needs_input_grad[:4]
         grad_x = grad_a = grad_b = None
         if need_x or need_a or need_b:
-            g2 = grad_out.reshape(-1, grad_out.shape[-1])
+            g2 = grad_out if grad_out.dim() == 2 else grad_out.reshape(-1, grad_out.shape[-1])
             idx = (seg_indptr, seg_adapter, lora_ranks)
             if x2.device.type == "cpu" and (need_x or need_a):  # the whole backward in two passes
                 grad_x, grad_a, grad_b = _ops.lora_apply_backward(g2, x2, h, lora_a, lora_b, *idx, lora_scales)
