@@ -222,6 +222,52 @@ MINT_AMX_TARGET void store_axpy(const float* acc, const uint16_t* base, int64_t 
   }
 }
 
+// Weight-gradient tiles: rank tiles 0 / 1 (m0, m1 rows) x column groups 0 / 1 in tmm0-3, coef in tmm4-5,
+// token-pair rows of S in tmm6-7.
+MINT_AMX_TARGET void configure_outer(int64_t m0, int64_t m1) {
+  TileConfig cfg;
+  std::memset(&cfg, 0, sizeof cfg);
+  cfg.palette_id = 1;
+  const uint8_t rows[8] = {static_cast<uint8_t>(m0), static_cast<uint8_t>(m0), static_cast<uint8_t>(m1),
+                           static_cast<uint8_t>(m1), static_cast<uint8_t>(m0), static_cast<uint8_t>(m1), 16, 16};
+  for (int t = 0; t < 8; ++t) {
+    cfg.colsb[t] = rows[t] == 0 ? 0 : 64;
+    cfg.rows[t] = rows[t];
+  }
+  _tile_loadconfig(&cfg);
+}
+
+// acc [32 rows x 32 floats] = coef rows (a0: m0 rows, a1: m1 rows when R2) x two column groups (b0 and, when
+// G2, b0 + one group) over kcs token chunks.
+template <bool R2, bool G2>
+MINT_AMX_TARGET void outer_block(const uint16_t* a0, const uint16_t* a1, int64_t ldc_bytes, const uint16_t* b0,
+                                 int64_t kcs, float* acc) {
+  _tile_zero(0);
+  if constexpr (G2) _tile_zero(1);
+  if constexpr (R2) _tile_zero(2);
+  if constexpr (R2 && G2) _tile_zero(3);
+  const uint16_t* b1 = b0 + kcs * kTileElems;
+  for (int64_t kc = 0; kc < kcs; ++kc) {
+    _tile_loadd(4, a0 + kc * 32, ldc_bytes);
+    _tile_loadd(6, b0 + kc * kTileElems, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    if constexpr (G2) {
+      _tile_loadd(7, b1 + kc * kTileElems, 64);
+      _tile_dpbf16ps(1, 4, 7);
+    }
+    if constexpr (R2) {
+      _tile_loadd(5, a1 + kc * 32, ldc_bytes);
+      _tile_dpbf16ps(2, 5, 6);
+      if constexpr (G2) _tile_dpbf16ps(3, 5, 7);
+    }
+  }
+  _tile_stored(0, acc, 128);
+  if constexpr (G2) _tile_stored(1, acc + 16, 128);
+  if constexpr (R2) _tile_stored(2, acc + 16 * 32, 128);
+  if constexpr (R2 && G2) _tile_stored(3, acc + 16 * 32 + 16, 128);
+  memory_barrier();
+}
+
 }  // namespace
 
 bool available() {
@@ -331,6 +377,41 @@ MINT_AMX_TARGET void axpy_rows(const uint16_t* base, int64_t ldb, const uint16_t
   _tile_release();
 }
 
+MINT_AMX_TARGET void outer_rows(const uint16_t* coef, int64_t ldc, const uint16_t* packed, int64_t rank,
+                                int64_t count, int64_t width, float alpha, uint16_t* out, int64_t ldo) {
+  alignas(64) float acc[32 * 32];
+  const int64_t kcs = (count + 31) / 32, groups = (width + 15) / 16;
+  const __m512 scale = _mm512_set1_ps(alpha);
+  for (int64_t j0 = 0; j0 < rank; j0 += 32) {
+    const int64_t m0 = rank - j0 < 16 ? rank - j0 : 16, m1 = rank - j0 - 16 > 16 ? 16 : rank - j0 - 16;
+    const bool r2 = m1 > 0;
+    configure_outer(m0, r2 ? m1 : 0);
+    const uint16_t* a0 = coef + j0 * ldc;
+    const uint16_t* a1 = a0 + 16 * ldc;
+    for (int64_t g = 0; g < groups; g += 2) {
+      const bool g2 = g + 1 < groups;
+      const uint16_t* b0 = packed + g * kcs * kTileElems;
+      if (kcs == 0) {
+        std::memset(acc, 0, sizeof acc);
+      } else if (r2) {
+        g2 ? outer_block<true, true>(a0, a1, ldc * 2, b0, kcs, acc) : outer_block<true, false>(a0, a1, ldc * 2, b0, kcs, acc);
+      } else {
+        g2 ? outer_block<false, true>(a0, a1, ldc * 2, b0, kcs, acc) : outer_block<false, false>(a0, a1, ldc * 2, b0, kcs, acc);
+      }
+      const int64_t rows = m0 + (r2 ? m1 : 0);
+      for (int64_t j = 0; j < rows; ++j) {
+        for (int64_t h = 0; h < (g2 ? 2 : 1); ++h) {
+          const int64_t c = 16 * (g + h), cnt = width - c < 16 ? width - c : 16;
+          const __mmask16 mask = static_cast<__mmask16>((1u << cnt) - 1);
+          const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(acc + j * 32 + 16 * h), scale);
+          _mm256_mask_storeu_epi16(out + (j0 + j) * ldo + c, mask, to_bf16(v));
+        }
+      }
+    }
+  }
+  _tile_release();
+}
+
 #else  // no AMX in this build
 
 bool available() { return false; }
@@ -343,6 +424,10 @@ void dot_rows(const uint16_t*, int64_t, const uint16_t*, int64_t, int64_t, int64
 }
 
 void pack_axpy(const uint16_t*, int64_t, int64_t, int64_t, uint16_t*) { std::abort(); }
+
+void outer_rows(const uint16_t*, int64_t, const uint16_t*, int64_t, int64_t, int64_t, float, uint16_t*, int64_t) {
+  std::abort();
+}
 
 void axpy_rows(const uint16_t*, int64_t, const uint16_t*, int64_t, const uint16_t*, int64_t, int64_t, int64_t, int64_t,
                int64_t, float, uint16_t*, int64_t) {

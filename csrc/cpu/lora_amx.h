@@ -1,8 +1,8 @@
 // The bf16 row kernels of the CPU LoRA ops on AMX tiles (csrc/cpu/lora_amx.cpp).
 //
-// For bf16 on CPUs with AMX-BF16, the row-side products of every LoRA op: dot_rows computes x @ W^T (the
-// shrink h = x A^T and grad_h = s grad_y B^T), axpy_rows base + s h @ W (the expand y + s h B and
-// grad_x = grad_h A). One tile multiply adds 16 rows x 16 outputs x 32 products, 16 times the work of an
+// For bf16 on CPUs with AMX-BF16, every product of the LoRA ops: dot_rows computes x @ W^T (the shrink
+// h = x A^T and grad_h = s grad_y B^T), axpy_rows base + s h @ W (the expand y + s h B and grad_x = grad_h A),
+// outer_rows the weight gradients over a slot's tokens. One tile multiply adds 16 rows x 16 outputs x 32 products, 16 times the work of an
 // AVX-512 bf16 pair dot. The weights of one slot (rank <= 64) are first packed into the tile layout
 // (pack_dot / pack_axpy), once per call; rows are read where they lie. Every output element is an fp32 sum
 // in one fixed order (32 products per tile step, steps in order), scaled (and added to base) and rounded
@@ -50,5 +50,12 @@ void pack_axpy(const uint16_t* w, int64_t ldw, int64_t r, int64_t cols, uint16_t
 //   packed: pack_axpy(W, ..., r, cols), out: row stride ldo. c0 must be a multiple of 16.
 void axpy_rows(const uint16_t* base, int64_t ldb, const uint16_t* h, int64_t ldh, const uint16_t* packed, int64_t m,
                int64_t r, int64_t cols, int64_t c0, int64_t c1, float alpha, uint16_t* out, int64_t ldo);
+
+// out[j, c] = bf16(alpha * sum_t coef[j, t] * S[t, c]) for j < rank (<= kMaxCols), c < width: the weight
+// gradients (dB = s h^T grad_y, dA = grad_h^T x), t over one slot's count tokens.
+//   coef: [rank, ceil(count / 32) * 32] (row stride ldc, zero past count), packed: pack_axpy(S, ..., count,
+//   width) of the token rows S [count, width], out: row stride ldo. The sum runs in token order in fp32.
+void outer_rows(const uint16_t* coef, int64_t ldc, const uint16_t* packed, int64_t rank, int64_t count,
+                int64_t width, float alpha, uint16_t* out, int64_t ldo);
 
 }  // namespace mint::lora_amx

@@ -274,22 +274,22 @@ void run_dot_then_axpy(const DotRows<T>& dot, const AxpyRows<T>& axpy, const std
                 });
 }
 
-// dst[j, t] = alpha * src[row_t, j] for j < rank, over the slot's rows t in order (dst: [rank, count] of D:
-// float, or T itself with alpha 1). A direct loop: the ATen copy of a transposed view costs more than the
-// copy at LoRA's sizes.
+// dst[j, t] = alpha * src[row_t, j] for j < rank, over the slot's rows t in order (dst: [rank, >= count] of D:
+// float, or T itself with alpha 1; row stride ld). A direct loop: the ATen copy of a transposed view costs
+// more than the copy at LoRA's sizes.
 template <typename T, typename D>
-void transpose_slot_rows(const Tensor& src, const SlotRows& sr, float alpha, D* dst) {
+void transpose_slot_rows(const Tensor& src, const SlotRows& sr, float alpha, D* dst, int64_t ld) {
   const T* sp = src.const_data_ptr<T>();
-  const int64_t ld = src.stride(0), cs = src.stride(1);
+  const int64_t rs = src.stride(0), cs = src.stride(1);
   int64_t t = 0;
   for (const auto& [b, e] : sr.ranges) {
     for (int64_t row = b; row < e; ++row, ++t) {
-      const T* r = sp + row * ld;
+      const T* r = sp + row * rs;
       for (int64_t j = 0; j < sr.rank; ++j) {
         if constexpr (std::is_same_v<D, float>) {
-          dst[j * sr.count + t] = alpha * static_cast<float>(r[j * cs]);
+          dst[j * ld + t] = alpha * static_cast<float>(r[j * cs]);
         } else {
-          dst[j * sr.count + t] = r[j * cs];
+          dst[j * ld + t] = r[j * cs];
         }
       }
     }
@@ -307,10 +307,11 @@ struct WeightGrad {
 // Runs every job's reduction over the slot's rows (in segment order; a slot with several ranges reads a
 // gathered copy) in one parallel pass over (job, slot, column chunk) items: a chunk of src stays in cache
 // while the slot's rank rows stream over it. Coefficients are fp32 with alpha folded in, or, for bf16 on
-// builds with pair dot instructions, bf16 token pairs with alpha applied once at the end.
+// CPUs with AMX or builds with pair dot instructions, bf16 token pairs with alpha applied once at the end.
 inline void run_weight_grads(const std::vector<WeightGrad>& jobs, const std::vector<SlotRows>& plan) {
   struct Prepared {
     Tensor coef, rows;
+    bool amx;
   };
   struct Item {
     int64_t job, slot_index, c0, c1;
@@ -321,21 +322,25 @@ inline void run_weight_grads(const std::vector<WeightGrad>& jobs, const std::vec
   for (size_t j = 0; j < jobs.size(); ++j) {
     const WeightGrad& job = jobs[j];
     const int64_t cols = job.src.size(1);
-    const bool pairs = job.src.scalar_type() == at::kBFloat16 && lora_tiles::packed_pairs_elems(1, 1) > 0;
+    const bool bf16 = job.src.scalar_type() == at::kBFloat16;
+    const bool amx = bf16 && job.grad.size(1) <= lora_amx::kMaxCols && lora_amx::available();
+    const bool pairs = amx || (bf16 && lora_tiles::packed_pairs_elems(1, 1) > 0);  // bf16 coefficients
     for (size_t i = 0; i < plan.size(); ++i) {
       const SlotRows& sr = plan[i];
       const bool one = sr.ranges.size() == 1;
-      Tensor coef = at::empty({sr.rank, sr.count}, job.coef.options().dtype(pairs ? at::kBFloat16 : at::kFloat));
+      const int64_t width = amx ? (sr.count + 31) / 32 * 32 : sr.count;  // AMX: whole 32-token chunks
+      Tensor coef = amx ? at::zeros({sr.rank, width}, job.coef.options().dtype(at::kBFloat16))
+                        : at::empty({sr.rank, width}, job.coef.options().dtype(pairs ? at::kBFloat16 : at::kFloat));
       dispatch_float(job.coef.scalar_type(), [&](auto tag) {
         using T = decltype(tag);
         if (pairs) {
-          transpose_slot_rows<T>(job.coef, sr, 1.0f, coef.data_ptr<T>());
+          transpose_slot_rows<T>(job.coef, sr, 1.0f, coef.data_ptr<T>(), width);
         } else {
-          transpose_slot_rows<T>(job.coef, sr, slot_alpha(job.alpha, sr), coef.data_ptr<float>());
+          transpose_slot_rows<T>(job.coef, sr, slot_alpha(job.alpha, sr), coef.data_ptr<float>(), width);
         }
       });
       const Tensor s = one ? job.src.narrow(0, sr.ranges[0].first, sr.count) : job.src.index_select(0, sr.index);
-      prepared[j].push_back({coef, unit_inner(s)});
+      prepared[j].push_back({coef, unit_inner(s), amx});
       for (int64_t c0 = 0; c0 < cols; c0 += chunk) {
         items.push_back({static_cast<int64_t>(j), static_cast<int64_t>(i), c0, std::min(cols, c0 + chunk)});
       }
@@ -353,8 +358,18 @@ inline void run_weight_grads(const std::vector<WeightGrad>& jobs, const std::vec
       const Prepared& p = prepared[item.job][item.slot_index];
       const SlotRows& sr = plan[item.slot_index];
       const int64_t cols = job.src.size(1), R = job.grad.size(1), width = item.c1 - item.c0;
+      using BF = c10::BFloat16;
+      if (p.amx) {
+        const auto bits = [](const BF* q) { return reinterpret_cast<const uint16_t*>(q); };
+        packed.resize(lora_amx::packed_axpy_elems(sr.count, width));
+        auto* pk = reinterpret_cast<uint16_t*>(packed.data());
+        lora_amx::pack_axpy(bits(p.rows.const_data_ptr<BF>() + item.c0), p.rows.stride(0), sr.count, width, pk);
+        lora_amx::outer_rows(bits(p.coef.const_data_ptr<BF>()), p.coef.stride(0), pk, sr.rank, sr.count, width,
+                             slot_alpha(job.alpha, sr),
+                             reinterpret_cast<uint16_t*>(job.grad.data_ptr<BF>() + sr.slot * R * cols + item.c0), cols);
+        continue;
+      }
       if (p.coef.scalar_type() == at::kBFloat16) {
-        using BF = c10::BFloat16;
         packed.resize(lora_tiles::packed_pairs_elems(sr.count, width));
         lora_tiles::pack_pairs(p.rows.const_data_ptr<BF>() + item.c0, p.rows.stride(0), sr.count, width, packed.data());
         lora_tiles::axpy_rows_pairs(nullptr, 0, p.coef.const_data_ptr<BF>(), sr.count, packed.data(), sr.rank,

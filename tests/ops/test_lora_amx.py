@@ -1,9 +1,10 @@
 """The AMX tile kernels behind the bf16 CPU LoRA ops (csrc/cpu/lora_amx.cpp).
 
-On CPUs with AMX-BF16 every bf16 row product (shrink, expand, grad_h, grad_x) runs on tiles of 16 rows x 16
-outputs x 32 products, with weights packed per call: full tiles by an in-register transpose, edge tiles
-element by element, blocks of fewer than 16 rows on m-row tiles, a k that is not a multiple of 32 through a
-zero-padded tail. The cases sit on and around each of those boundaries (on other CPUs they exercise the
+On CPUs with AMX-BF16 every bf16 product (shrink, expand, grad_h, grad_x and the weight gradients) runs on
+tiles of 16 rows x 16 outputs x 32 products, with weights packed per call: full tiles by an in-register
+transpose, edge tiles element by element, blocks of fewer than 16 rows on m-row tiles, a k that is not a
+multiple of 32 through a zero-padded tail; weight gradients over one or two 16-rank tiles and 32-token
+chunks, zero-padded past the slot's tokens. The cases sit on and around each of those boundaries (on other CPUs they exercise the
 AVX-512 / AVX2 kernels, which must give the same results to bf16 tolerance). With AMX, the results are also
 compared with the same process run with MINT_CPU_AMX=0 (the vector kernels): both are one rounding of the
 same fp32 sums.
@@ -50,6 +51,8 @@ AMX_CASES = {
     "cols_1_15_17": ([9, 8], [0, 1], [8, 8], 8, 40, 17),
     "cols_63_65": ([16, 2], [0, 1], [16, 16], 16, 40, 65),
     "cols_1000_one_block": ([3], [0], [16], 16, 64, 1000),
+    # weight gradients: tokens per slot around the 32-token chunk, gathered (non-adjacent) segments
+    "tokens_31_32_33_gathered": ([31, 32, 20, 13], [0, 1, 2, 2], [40, 17, 64], 64, 48, 36),
 }
 
 
@@ -79,8 +82,8 @@ out = {{}}
 for name, case in {cases!r}.items():
     x, y, h, gy, gh, a, b, indptr, seg, rk, sc = make(*case, torch.bfloat16)
     out[name] = [ops.lora_shrink(x, a, indptr, seg, rk), ops.lora_expand(y, h, b, indptr, seg, rk, sc),
-                 ops.lora_expand_backward(gy, h, b, indptr, seg, rk, sc)[0],
-                 ops.lora_shrink_backward(gh, x, a, indptr, seg, rk)[0]]
+                 *ops.lora_expand_backward(gy, h, b, indptr, seg, rk, sc),
+                 *ops.lora_shrink_backward(gh, x, a, indptr, seg, rk)]
 torch.save(out, sys.argv[1])
 """
 
@@ -89,7 +92,7 @@ torch.save(out, sys.argv[1])
                     reason="the CPU has no AMX-BF16, or MINT_CPU_AMX=0 turns it off")
 def test_amx_agrees_with_the_vector_kernels(tmp_path):
     """The same bf16 ops with AMX (this process) and without (MINT_CPU_AMX=0): at most one bf16 rounding apart."""
-    cases = {k: AMX_CASES[k] for k in ("rows_1_15_16_17", "k_33", "ranks_48_64", "cols_63_65")}
+    cases = {k: AMX_CASES[k] for k in ("rows_1_15_16_17", "k_33", "ranks_48_64", "cols_63_65", "tokens_31_32_33_gathered")}
     root = str(Path(__file__).resolve().parents[2])
     path = tmp_path / "vector.pt"
     env = dict(os.environ, MINT_CPU_AMX="0")
@@ -99,8 +102,8 @@ def test_amx_agrees_with_the_vector_kernels(tmp_path):
     for name, case in cases.items():
         x, y, h, gy, gh, a, b, indptr, seg, rk, sc = make(*case, torch.bfloat16)
         amx = [ops.lora_shrink(x, a, indptr, seg, rk), ops.lora_expand(y, h, b, indptr, seg, rk, sc),
-               ops.lora_expand_backward(gy, h, b, indptr, seg, rk, sc)[0],
-               ops.lora_shrink_backward(gh, x, a, indptr, seg, rk)[0]]
-        for what, got, other in zip(["h", "out", "grad_h", "grad_x"], amx, vector[name]):
+               *ops.lora_expand_backward(gy, h, b, indptr, seg, rk, sc),
+               *ops.lora_shrink_backward(gh, x, a, indptr, seg, rk)]
+        for what, got, other in zip(["h", "out", "grad_h", "grad_b", "grad_x", "grad_a"], amx, vector[name]):
             ulp = 2.0**-7 * other.float().abs() + 1e-6 * max(other.float().abs().max().item(), 1.0)
             assert ((got.float() - other.float()).abs() <= ulp).all(), f"{name}: {what}"
