@@ -252,7 +252,7 @@ Tensor lora_shrink_cpu(const Tensor& x, const Tensor& lora_a, const Tensor& seg_
   const auto blocks = row_blocks(plan);
   dispatch_float(x.scalar_type(), [&](auto tag) {
     using T_ = decltype(tag);
-    lora_passes::run_dot(DotRows<T_>(x, lora_a, h, nullptr, blocks), blocks);
+    lora_passes::run_dot(DotRows<T_>(x, lora_a, h, nullptr), blocks);
   });
   return h;
 }
@@ -263,7 +263,7 @@ void expand_into(Tensor& out, const Tensor& y, const Tensor& h, const Tensor& lo
   const auto blocks = row_blocks(plan);
   dispatch_float(y.scalar_type(), [&](auto tag) {
     using T_ = decltype(tag);
-    lora_passes::run_axpy(AxpyRows<T_>(y, h, lora_b, blocks, out, scales.data()), blocks, out.size(1));
+    lora_passes::run_axpy(AxpyRows<T_>(y, h, lora_b, out, scales.data()), blocks, out.size(1));
   });
 }
 
@@ -313,7 +313,7 @@ std::tuple<Tensor, Tensor> lora_expand_backward_cpu(const Tensor& grad_y, const 
   const auto blocks = row_blocks(plan);
   dispatch_float(grad_y.scalar_type(), [&](auto tag) {
     using T_ = decltype(tag);
-    lora_passes::run_dot(DotRows<T_>(grad_y, lora_b, grad_h, scales.data(), blocks), blocks);
+    lora_passes::run_dot(DotRows<T_>(grad_y, lora_b, grad_h, scales.data()), blocks);
   });
   Tensor grad_b = grad_pool(lora_b, plan);
   lora_passes::run_weight_grads({WeightGrad{h, grad_y, grad_b, scales.data()}}, plan);
@@ -339,7 +339,7 @@ std::tuple<Tensor, Tensor> lora_shrink_backward_cpu(const Tensor& grad_h, const 
   const auto blocks = row_blocks(plan);
   dispatch_float(x.scalar_type(), [&](auto tag) {
     using T_ = decltype(tag);
-    lora_passes::run_axpy(AxpyRows<T_>(Tensor(), grad_h, lora_a, blocks, grad_x, nullptr), blocks, x.size(1));
+    lora_passes::run_axpy(AxpyRows<T_>(Tensor(), grad_h, lora_a, grad_x, nullptr), blocks, x.size(1));
   });
   Tensor grad_a = grad_pool(lora_a, plan);
   lora_passes::run_weight_grads({WeightGrad{grad_h, x, grad_a, nullptr}}, plan);
@@ -375,8 +375,8 @@ std::tuple<Tensor, Tensor> apply_forward(const char* op, const Tensor& y, const 
   const auto blocks = row_blocks(plan);
   dispatch_float(x.scalar_type(), [&](auto tag) {
     using T_ = decltype(tag);
-    lora_passes::run_dot_then_axpy(DotRows<T_>(x, lora_a, h, nullptr, blocks),
-                                   AxpyRows<T_>(y, h, lora_b, blocks, out, scales.data()), blocks, out.size(1));
+    lora_passes::run_dot_then_axpy(DotRows<T_>(x, lora_a, h, nullptr),
+                                   AxpyRows<T_>(y, h, lora_b, out, scales.data()), blocks, out.size(1));
   });
   if (in_place && !out.is_same(y)) y.copy_(out);
   return {in_place ? y : out, h};
@@ -420,8 +420,8 @@ std::tuple<Tensor, Tensor, Tensor> lora_apply_backward_cpu(const Tensor& grad_ou
   const auto blocks = row_blocks(plan);
   dispatch_float(x.scalar_type(), [&](auto tag) {
     using T_ = decltype(tag);
-    lora_passes::run_dot_then_axpy(DotRows<T_>(grad_out, lora_b, grad_h, scales.data(), blocks),
-                                   AxpyRows<T_>(Tensor(), grad_h, lora_a, blocks, grad_x, nullptr), blocks,
+    lora_passes::run_dot_then_axpy(DotRows<T_>(grad_out, lora_b, grad_h, scales.data()),
+                                   AxpyRows<T_>(Tensor(), grad_h, lora_a, grad_x, nullptr), blocks,
                                    x.size(1));
   });
   Tensor grad_a = grad_pool(lora_a, plan), grad_b = grad_pool(lora_b, plan);

@@ -15,6 +15,8 @@
 #include "lora_tiles.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
 #include <utility>
 #include <vector>
 
@@ -98,89 +100,86 @@ void dispatch_float(at::ScalarType st, const Fn& fn) {
 
 inline float slot_alpha(const float* alpha, const SlotRows& sr) { return alpha == nullptr ? 1.0f : alpha[sr.slot]; }
 
-// The distinct slots of blocks, in order (a slot's blocks are adjacent).
-inline std::vector<const SlotRows*> slots_of(const std::vector<RowBlock>& blocks) {
-  std::vector<const SlotRows*> slots;
-  for (const RowBlock& blk : blocks) {
-    if (slots.empty() || slots.back() != blk.sr) slots.push_back(blk.sr);
+// One thread's packed weights of one slot (bf16 bits), refilled when the thread moves to another slot or
+// another pass. A thread's blocks are mostly one slot's, so each slot is packed about once per thread, into
+// a buffer the pool's persistent threads keep across calls (no fresh pages per call, and the packed weights
+// stay in that core's cache).
+class SlotPack {
+ public:
+  // A fresh owner id for a pass: packs of earlier passes are never reused.
+  static uint64_t new_owner() {
+    static std::atomic<uint64_t> next{1};
+    return next.fetch_add(1, std::memory_order_relaxed);
   }
-  return slots;
-}
+  // The pack of (owner, slot): fill(dst) writes elems elements unless this thread holds it already.
+  template <typename Fill>
+  const uint16_t* get(uint64_t owner, int64_t slot, int64_t elems, const Fill& fill) {
+    if (owner != owner_ || slot != slot_) {
+      if (static_cast<int64_t>(buf_.size()) < elems) buf_.resize(elems);
+      fill(buf_.data());
+      owner_ = owner;
+      slot_ = slot;
+    }
+    return buf_.data();
+  }
 
-// Packs the weights w[slot, :rank] of every slot of blocks into one buffer of `dtype`, each slot at
-// offset[slot] with elems(rank) elements, by pack(slot rows, slot, dst); slots in parallel when large.
-template <typename Elems, typename Pack>
-Tensor pack_slots(const std::vector<RowBlock>& blocks, int64_t pool, at::TensorOptions options,
-                  std::vector<int64_t>& offset, const Elems& elems, const Pack& pack) {
-  const std::vector<const SlotRows*> slots = slots_of(blocks);
-  offset.assign(pool, -1);
-  int64_t total = 0;
-  for (const SlotRows* sr : slots) {
-    offset[sr->slot] = total;
-    total += elems(sr->rank);
-  }
-  Tensor packed = at::empty({total}, options);
-  const int64_t grain = total >= (int64_t{1} << 16) ? 1 : static_cast<int64_t>(slots.size());  // small: inline
-  at::parallel_for(0, static_cast<int64_t>(slots.size()), grain, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) pack(*slots[i], packed.data_ptr<c10::BFloat16>() + offset[slots[i]->slot]);
-  });
-  return packed;
-}
+ private:
+  uint64_t owner_ = 0;
+  int64_t slot_ = -1;
+  std::vector<uint16_t> buf_;
+};
+
+inline thread_local SlotPack dot_pack, axpy_pack;
 
 // out[rows, :R] = alpha[slot] * rows @ W[slot, :rank]^T, zeros in columns [rank, R) (alpha null: 1).
 // rows: [T, k] of T, w: [N, R', k] pool, out: [T, R] contiguous. bf16 with R' <= 64 runs on AMX tiles where
-// the CPU has them (the blocks' slots' weights packed once, up front); the choice depends only on the
-// call's shapes, so every row of a call takes the same path.
+// the CPU has them (weights packed per thread and slot); the choice depends only on the call's shapes, so
+// every row of a call takes the same path.
 template <typename T>
 class DotRows {
  public:
-  DotRows(const Tensor& rows, const Tensor& w, Tensor& out, const float* alpha, const std::vector<RowBlock>& blocks)
+  DotRows(const Tensor& rows, const Tensor& w, Tensor& out, const float* alpha)
       : xr_(unit_inner(rows)), wp_(unit_inner(w)), out_(out), alpha_(alpha), k_(xr_.size(1)), R_(out.size(1)) {
     if constexpr (std::is_same_v<T, c10::BFloat16>) {
-      if (wp_.size(1) <= lora_amx::kMaxCols && lora_amx::available()) {
-        packed_ = pack_slots(
-            blocks, wp_.size(0), out.options(), offset_,
-            [&](int64_t rank) { return lora_amx::packed_dot_elems(rank, k_); },
-            [&](const SlotRows& sr, c10::BFloat16* dst) {
-              lora_amx::pack_dot(bits(wp_.const_data_ptr<T>() + sr.slot * wp_.stride(0)), wp_.stride(1), sr.rank,
-                                 k_, reinterpret_cast<uint16_t*>(dst));
-            });
-      }
+      amx_ = wp_.size(1) <= lora_amx::kMaxCols && lora_amx::available();
     }
   }
   int64_t fmas_per_row() const { return k_ * R_; }
   void operator()(const RowBlock& blk) const {
     const SlotRows& sr = *blk.sr;
     const T* xp = xr_.const_data_ptr<T>() + blk.row * xr_.stride(0);
+    const T* wp = wp_.const_data_ptr<T>() + sr.slot * wp_.stride(0);
     T* op = out_.data_ptr<T>() + blk.row * R_;
     if constexpr (std::is_same_v<T, c10::BFloat16>) {
-      if (packed_.defined()) {
-        lora_amx::dot_rows(bits(xp), xr_.stride(0), bits(packed_.const_data_ptr<T>() + offset_[sr.slot]), blk.count,
-                           sr.rank, k_, slot_alpha(alpha_, sr), reinterpret_cast<uint16_t*>(op), R_, R_);
+      if (amx_) {
+        const uint16_t* packed = dot_pack.get(owner_, sr.slot, lora_amx::packed_dot_elems(sr.rank, k_),
+                                              [&](uint16_t* dst) { lora_amx::pack_dot(bits(wp), wp_.stride(1), sr.rank, k_, dst); });
+        lora_amx::dot_rows(bits(xp), xr_.stride(0), packed, blk.count, sr.rank, k_, slot_alpha(alpha_, sr),
+                           reinterpret_cast<uint16_t*>(op), R_, R_);
         return;
       }
     }
-    lora_tiles::dot_rows<T>(xp, xr_.stride(0), wp_.const_data_ptr<T>() + sr.slot * wp_.stride(0), wp_.stride(1),
-                            blk.count, sr.rank, k_, slot_alpha(alpha_, sr), op, R_, R_);
+    lora_tiles::dot_rows<T>(xp, xr_.stride(0), wp, wp_.stride(1), blk.count, sr.rank, k_, slot_alpha(alpha_, sr), op,
+                            R_, R_);
   }
 
  private:
   static const uint16_t* bits(const T* p) { return reinterpret_cast<const uint16_t*>(p); }
-  Tensor xr_, wp_, out_, packed_;
-  std::vector<int64_t> offset_;
+  Tensor xr_, wp_, out_;
   const float* alpha_;
   int64_t k_, R_;
+  bool amx_ = false;
+  uint64_t owner_ = SlotPack::new_owner();
 };
 
 // dst[rows] = base[rows] + alpha[slot] * h[rows, :rank] @ W[slot, :rank] (base undefined: no base term).
 // h: [T, R'], w: [N, R', cols] pool, dst: [T, cols] with unit inner stride (may be base). bf16 runs on AMX
 // tiles where the CPU has them (R' <= 64), else on builds with bf16 pair dot instructions on rank pairs;
-// either way the bf16 weights of the blocks' slots are packed once, up front.
+// either way on weights packed per thread and slot.
 template <typename T>
 class AxpyRows {
  public:
-  AxpyRows(const Tensor& base, const Tensor& h, const Tensor& w, const std::vector<RowBlock>& blocks, Tensor& dst,
-           const float* alpha)
+  AxpyRows(const Tensor& base, const Tensor& h, const Tensor& w, Tensor& dst, const float* alpha)
       : br_(base.defined() ? (base.is_same(dst) ? base : unit_inner(base)) : base),
         hr_(unit_inner(h)),
         wp_(unit_inner(w)),
@@ -190,7 +189,7 @@ class AxpyRows {
         R_(h.size(1)) {
     if constexpr (std::is_same_v<T, c10::BFloat16>) {
       amx_ = wp_.size(1) <= lora_amx::kMaxCols && lora_amx::available();
-      if (amx_ || lora_tiles::packed_pairs_elems(1, 1) > 0) pack(blocks);
+      pairs_ = !amx_ && lora_tiles::packed_pairs_elems(1, 1) > 0;
     }
   }
   int64_t fmas_per_col() const { return R_; }
@@ -199,49 +198,38 @@ class AxpyRows {
     const T* bp = br_.defined() ? br_.const_data_ptr<T>() + blk.row * br_.stride(0) : nullptr;
     const int64_t ldb = br_.defined() ? br_.stride(0) : 0;
     const T* hp = hr_.const_data_ptr<T>() + blk.row * hr_.stride(0);
+    const T* wp = wp_.const_data_ptr<T>() + sr.slot * wp_.stride(0);
     T* dp = dst_.data_ptr<T>() + blk.row * dst_.stride(0);
+    const float alpha = slot_alpha(alpha_, sr);
     if constexpr (std::is_same_v<T, c10::BFloat16>) {
       if (amx_) {
-        lora_amx::axpy_rows(bits(bp), ldb, bits(hp), hr_.stride(0), bits(packed_.const_data_ptr<T>() + offset_[sr.slot]),
-                            blk.count, sr.rank, cols_, c0, c1, slot_alpha(alpha_, sr), reinterpret_cast<uint16_t*>(dp),
-                            dst_.stride(0));
+        const uint16_t* packed = axpy_pack.get(owner_, sr.slot, lora_amx::packed_axpy_elems(sr.rank, cols_),
+                                               [&](uint16_t* d) { lora_amx::pack_axpy(bits(wp), wp_.stride(1), sr.rank, cols_, d); });
+        lora_amx::axpy_rows(bits(bp), ldb, bits(hp), hr_.stride(0), packed, blk.count, sr.rank, cols_, c0, c1, alpha,
+                            reinterpret_cast<uint16_t*>(dp), dst_.stride(0));
         return;
       }
-      if (packed_.defined()) {
-        lora_tiles::axpy_rows_pairs(bp, ldb, hp, hr_.stride(0), packed_.const_data_ptr<T>() + offset_[sr.slot],
-                                    blk.count, sr.rank, cols_, c0, c1, slot_alpha(alpha_, sr), dp, dst_.stride(0));
+      if (pairs_) {
+        const uint16_t* packed = axpy_pack.get(owner_, sr.slot, lora_tiles::packed_pairs_elems(sr.rank, cols_), [&](uint16_t* d) {
+          lora_tiles::pack_pairs(wp, wp_.stride(1), sr.rank, cols_, reinterpret_cast<c10::BFloat16*>(d));
+        });
+        lora_tiles::axpy_rows_pairs(bp, ldb, hp, hr_.stride(0), reinterpret_cast<const c10::BFloat16*>(packed), blk.count,
+                                    sr.rank, cols_, c0, c1, alpha, dp, dst_.stride(0));
         return;
       }
     }
-    lora_tiles::axpy_rows<T>(bp, ldb, hp, hr_.stride(0), wp_.const_data_ptr<T>() + sr.slot * wp_.stride(0),
-                             wp_.stride(1), blk.count, sr.rank, c0, c1, slot_alpha(alpha_, sr), dp, dst_.stride(0));
+    lora_tiles::axpy_rows<T>(bp, ldb, hp, hr_.stride(0), wp, wp_.stride(1), blk.count, sr.rank, c0, c1, alpha, dp,
+                             dst_.stride(0));
   }
 
  private:
-  // The weights of the blocks' slots in the AMX tile layout, or else in rank pairs.
-  void pack(const std::vector<RowBlock>& blocks) {
-    const c10::BFloat16* wptr = wp_.const_data_ptr<c10::BFloat16>();
-    packed_ = pack_slots(
-        blocks, wp_.size(0), dst_.options(), offset_,
-        [&](int64_t rank) {
-          return amx_ ? lora_amx::packed_axpy_elems(rank, cols_) : lora_tiles::packed_pairs_elems(rank, cols_);
-        },
-        [&](const SlotRows& sr, c10::BFloat16* dst) {
-          const c10::BFloat16* w = wptr + sr.slot * wp_.stride(0);
-          if (amx_) {
-            lora_amx::pack_axpy(bits(w), wp_.stride(1), sr.rank, cols_, reinterpret_cast<uint16_t*>(dst));
-          } else {
-            lora_tiles::pack_pairs(w, wp_.stride(1), sr.rank, cols_, dst);
-          }
-        });
-  }
   static const uint16_t* bits(const T* p) { return reinterpret_cast<const uint16_t*>(p); }
 
-  Tensor br_, hr_, wp_, dst_, packed_;
-  bool amx_ = false;
-  std::vector<int64_t> offset_;
+  Tensor br_, hr_, wp_, dst_;
   const float* alpha_;
   int64_t cols_, R_;
+  bool amx_ = false, pairs_ = false;
+  uint64_t owner_ = SlotPack::new_owner();
 };
 
 // Runs a DotRows pass over every block.
@@ -351,7 +339,7 @@ inline void run_weight_grads(const std::vector<WeightGrad>& jobs, const std::vec
   const int64_t n_items = static_cast<int64_t>(items.size());
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 17) * n_items / std::max<int64_t>(1, total_fmas));
   at::parallel_for(0, n_items, grain, [&](int64_t begin, int64_t end) {
-    std::vector<c10::BFloat16> packed;
+    static thread_local std::vector<c10::BFloat16> packed;  // kept across calls: no fresh pages per call
     for (int64_t it = begin; it < end; ++it) {
       const Item& item = items[it];
       const WeightGrad& job = jobs[item.job];
