@@ -164,11 +164,9 @@ MINT_AMX_TARGET void transpose16(__m512i r[16]) {
   }
 }
 
-MINT_AMX_TARGET void pack_full_tile(const uint16_t* w, int64_t ldw, uint16_t* tile) {
-  __m512i r[16];
-  for (int j = 0; j < 16; ++j) r[j] = _mm512_loadu_si512(w + j * ldw);
-  transpose16(r);
-  for (int p = 0; p < 16; ++p) _mm512_storeu_si512(tile + p * 32, r[p]);
+// Lanes [0, n) of 32 bf16 (n clamped to [0, 32]).
+MINT_AMX_TARGET inline __mmask32 first_lanes32(int64_t n) {
+  return n >= 32 ? ~__mmask32{0} : n <= 0 ? __mmask32{0} : static_cast<__mmask32>((uint32_t{1} << n) - 1);
 }
 
 // acc[i, 16 g + c] (row stride 64 floats) = sum over ranks of hb[i, :] W[:, c0 + 16 g + c] for i < m, g < G:
@@ -278,20 +276,17 @@ bool available() {
 MINT_AMX_TARGET void pack_dot(const uint16_t* w, int64_t ldw, int64_t n, int64_t k, uint16_t* packed) {
   const int64_t jbs = (n + 15) / 16, kcs = (k + 31) / 32;
   for (int64_t kc = 0; kc < kcs; ++kc) {
+    const __mmask32 kmask = first_lanes32(k - 32 * kc);  // zeros past k
     for (int64_t jb = 0; jb < jbs; ++jb) {
+      // 16 rows of W (zero past n) x 32 products = 16 x 16 pairs, transposed to 16 pair rows x 16 outputs
+      __m512i r[16];
+      for (int64_t jj = 0; jj < 16; ++jj) {
+        const int64_t j = 16 * jb + jj;
+        r[jj] = j < n ? _mm512_maskz_loadu_epi16(kmask, w + j * ldw + 32 * kc) : _mm512_setzero_si512();
+      }
+      transpose16(r);
       uint16_t* tile = packed + (kc * jbs + jb) * kTileElems;
-      if (16 * jb + 16 <= n && 32 * kc + 32 <= k) {
-        pack_full_tile(w + 16 * jb * ldw + 32 * kc, ldw, tile);
-        continue;
-      }
-      for (int64_t p = 0; p < 16; ++p) {
-        for (int64_t jj = 0; jj < 16; ++jj) {
-          for (int64_t q = 0; q < 2; ++q) {
-            const int64_t j = 16 * jb + jj, kk = 32 * kc + 2 * p + q;
-            tile[p * 32 + 2 * jj + q] = j < n && kk < k ? w[j * ldw + kk] : uint16_t{0};
-          }
-        }
-      }
+      for (int p = 0; p < 16; ++p) _mm512_storeu_si512(tile + p * 32, r[p]);
     }
   }
 }
@@ -323,23 +318,16 @@ MINT_AMX_TARGET void dot_rows(const uint16_t* x, int64_t ldx, const uint16_t* pa
 MINT_AMX_TARGET void pack_axpy(const uint16_t* w, int64_t ldw, int64_t r, int64_t cols, uint16_t* packed) {
   const int64_t rk = (r + 31) / 32, groups = (cols + 15) / 16;
   for (int64_t g = 0; g < groups; ++g) {
+    const int64_t c = 16 * g;
+    const __mmask16 cmask = static_cast<__mmask16>(first_lanes32(cols - c));  // zeros past cols
     for (int64_t kc = 0; kc < rk; ++kc) {
       uint16_t* tile = packed + (g * rk + kc) * kTileElems;
       for (int64_t p = 0; p < 16; ++p) {  // tile row p: ranks 32 kc + 2p and + 1, interleaved over 16 columns
-        const int64_t j0 = 32 * kc + 2 * p, c = 16 * g;
-        if (j0 + 1 < r && c + 16 <= cols) {
-          const __m512i lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + j0 * ldw + c)));
-          const __m512i hi =
-              _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + (j0 + 1) * ldw + c)));
-          _mm512_storeu_si512(tile + p * 32, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
-          continue;
-        }
-        for (int64_t cc = 0; cc < 16; ++cc) {
-          for (int64_t q = 0; q < 2; ++q) {
-            const int64_t j = j0 + q, col = c + cc;
-            tile[p * 32 + 2 * cc + q] = j < r && col < cols ? w[j * ldw + col] : uint16_t{0};
-          }
-        }
+        const int64_t j0 = 32 * kc + 2 * p;
+        const __m256i lo = j0 < r ? _mm256_maskz_loadu_epi16(cmask, w + j0 * ldw + c) : _mm256_setzero_si256();
+        const __m256i hi = j0 + 1 < r ? _mm256_maskz_loadu_epi16(cmask, w + (j0 + 1) * ldw + c) : _mm256_setzero_si256();
+        _mm512_storeu_si512(tile + p * 32, _mm512_or_si512(_mm512_cvtepu16_epi32(lo),
+                                                           _mm512_slli_epi32(_mm512_cvtepu16_epi32(hi), 16)));
       }
     }
   }
