@@ -1,6 +1,6 @@
 """Multi-adapter LoRA forward and backward on CPU: mint vs the PyTorch ways of doing it.
 
-    python -m bench.lora_ops [--full] [--dtype float32|bfloat16] [--repeats 5]
+    python -m bench.lora_ops [--full] [--dtype float32|bfloat16] [--repeats 5] [--keep-freed-memory]
 
 Baselines: (a) a per-adapter loop that gathers each adapter's rows, multiplies and scatters back (as
 PEFT's mixed-batch forward does); (b) gathering each token's adapter weights and using bmm (as a serving
@@ -14,7 +14,8 @@ import itertools
 
 import torch
 
-from bench.common import bound_seconds, describe_limits, interleaved_medians, machine, machine_limits, print_table
+from bench.common import (bound_seconds, describe_limits, interleaved_medians, keep_freed_memory, machine, machine_limits,
+                          print_table)
 from mint import ops
 
 # A timing sample of a sub-millisecond call is the mean of back-to-back calls filling this long; contenders are
@@ -112,7 +113,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--full", action="store_true", help="every shape x T x K x rank of the issue")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="glibc keeps freed memory (see bench.common.keep_freed_memory), for every contender")
     args = parser.parse_args(argv)
+    if args.keep_freed_memory and not keep_freed_memory():
+        parser.error("--keep-freed-memory needs glibc")
     dtype = getattr(torch, args.dtype)
     if args.full:
         cases = list(itertools.product(SHAPES, [16, 256, 2048], [1, 4, 16, 64], [8, 16, 64]))
@@ -132,6 +137,25 @@ def main(argv: list[str] | None = None) -> None:
           "with BLAS's threads; best/floor: what that arrangement reaches against the best baseline")
     print_table(f"LoRA backward (forward + dx, dA, dB), {args.dtype}, ms",
                 ["shape", "T", "K", "rank", "mint", "autograd loop", "vs loop", "of bound"], bwd)
+    print_targets(fwd, bwd)
+
+
+def print_targets(fwd: list, bwd: list) -> None:
+    """How many rows meet the issue's LoRA targets, and the rows that do not."""
+    ratio = lambda s: float(s.rstrip("x"))  # noqa: E731
+    k4 = [r for r in fwd if r[2] >= 4]
+    k1 = [r for r in fwd if r[2] == 1]
+    checks = [("forward >= 2x the best baseline, K >= 4", k4, 7, 2.0),
+              ("forward >= 1x the best baseline, K = 1", k1, 7, 1.0),
+              ("backward >= 2x the autograd loop", bwd, 6, 2.0)]
+    print("\ntargets:")
+    for name, rows, col, want in checks:
+        if not rows:
+            continue
+        low = [r for r in rows if ratio(r[col]) < want]
+        print(f"  {name}: {len(rows) - len(low)}/{len(rows)} rows (min {min(ratio(r[col]) for r in rows):.2f}x)")
+        for r in low:
+            print(f"    below: {r[0]} T={r[1]} K={r[2]} rank={r[3]}: {r[col]} ({r[-1] if col == 6 else r[8]} of bound)")
 
 
 if __name__ == "__main__":
