@@ -58,6 +58,8 @@ def machine() -> str:
         cpu = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
         if " avx512_bf16" in info:
             isa += " + AVX512-BF16"
+        if " amx_bf16" in info:
+            isa += " + AMX-BF16" + (" (off: MINT_CPU_AMX=0)" if os.environ.get("MINT_CPU_AMX") == "0" else "")
     except (OSError, StopIteration):
         pass
     return f"{cpu} ({isa}), {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"

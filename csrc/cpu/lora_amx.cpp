@@ -1,9 +1,11 @@
-// AMX kernel of the CPU LoRA row dots; contracts in lora_amx.h.
+// AMX kernels of the CPU LoRA ops; contracts in lora_amx.h.
 //
-// Tiles (palette 1, 64 bytes a row): tmm0-3 accumulate 16 rows x 16 outputs of fp32 each (up to 64 outputs),
-// tmm4 holds 16 rows x 32 bf16 of x, tmm5-7 the packed weights of one 16-output group: 16 rows of
-// product pairs (k = 2p, 2p + 1) x 16 outputs. A block of m < 16 rows configures m-row tiles, so no row
-// past the block is read; a k that is not a multiple of 32 ends with a zero-padded copy of the last chunk.
+// Tiles (palette 1, 64 bytes a row). Row dots and the expand: tmm0-3 accumulate m rows x 16 outputs of fp32
+// each (up to 64 outputs), tmm4 holds m rows x 32 bf16 of x (or of the zero-padded h), tmm5-7 the packed
+// weights of one 16-output group: 16 rows of product pairs (k = 2p, 2p + 1) x 16 outputs. A block of
+// m < 16 rows configures m-row tiles, so no row past the block is read; a k that is not a multiple of 32
+// ends with a zero-padded copy of the last chunk. Weight gradients: tmm0-3 hold two 16-rank x two 16-column
+// accumulators, tmm4-5 the coefficients, tmm6-7 the token-pair rows.
 #include "lora_amx.h"
 
 #include <cstdlib>

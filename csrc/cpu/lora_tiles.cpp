@@ -219,11 +219,20 @@ template <typename T>
 void axpy_scaled(const T* base, int64_t ldb, const float* hs, int64_t ldhs, const T* w, int64_t ldw, int64_t m,
                  int64_t r, int64_t c0, int64_t c1, T* out, int64_t ldo) {
   const auto rows = [&](int64_t i0) { return base == nullptr ? nullptr : base + i0 * ldb; };
-  int64_t i = 0;
-  for (; i + kAxpyRows <= m; i += kAxpyRows) {
-    axpy_row_block<kAxpyRows>(rows(i), ldb, hs + i * ldhs, ldhs, w, ldw, r, c0, c1, out + i * ldo, ldo);
+  // Columns in chunks whose r weight rows (~128 KB) stay in L2 while every row group passes over them: a
+  // wide W (rank 64 x 11008 floats is 2.8 MB) is otherwise streamed from L3 once per 4 rows. Chunks start on
+  // whole register blocks, so every element is computed exactly as without them.
+  const int64_t step = kAxpyVecs * W;
+  const int64_t fit = (int64_t{1} << 17) / std::max<int64_t>(1, r * static_cast<int64_t>(sizeof(T)));
+  const int64_t chunk = std::max(step, fit / step * step);
+  for (int64_t cc = c0; cc < c1; cc += chunk) {
+    const int64_t ce = std::min(c1, cc + chunk);
+    int64_t i = 0;
+    for (; i + kAxpyRows <= m; i += kAxpyRows) {
+      axpy_row_block<kAxpyRows>(rows(i), ldb, hs + i * ldhs, ldhs, w, ldw, r, cc, ce, out + i * ldo, ldo);
+    }
+    for (; i < m; ++i) axpy_row_block<1>(rows(i), ldb, hs + i * ldhs, ldhs, w, ldw, r, cc, ce, out + i * ldo, ldo);
   }
-  for (; i < m; ++i) axpy_row_block<1>(rows(i), ldb, hs + i * ldhs, ldhs, w, ldw, r, c0, c1, out + i * ldo, ldo);
 }
 
 #if defined(CPU_CAPABILITY_AVX512) && defined(__AVX512BF16__)
@@ -394,14 +403,20 @@ void axpy_rows_pairs(const c10::BFloat16* base, int64_t ldb, const c10::BFloat16
     }
   }
   const auto rows = [&](int64_t i0) { return base == nullptr ? nullptr : base + i0 * ldb; };
-  int64_t i = 0;
-  for (; i + kPairRows <= m; i += kPairRows) {
-    axpy_pairs_row_block<kPairRows>(rows(i), ldb, hp.data() + i * pairs, pairs, packed, block_stride, c0, c1, alpha,
-                                    out + i * ldo, ldo);
-  }
-  for (; i < m; ++i) {
-    axpy_pairs_row_block<1>(rows(i), ldb, hp.data() + i * pairs, pairs, packed, block_stride, c0, c1, alpha,
-                            out + i * ldo, ldo);
+  // column chunks of ~128 KB of packed weights, as in axpy_scaled (whole 64-column blocks: same results)
+  const int64_t step = 32 * kPairBlocks;
+  const int64_t chunk = std::max(step, (int64_t{1} << 17) / std::max<int64_t>(1, 2 * r) / step * step);
+  for (int64_t cc = c0; cc < c1; cc += chunk) {
+    const int64_t ce = std::min(c1, cc + chunk);
+    int64_t i = 0;
+    for (; i + kPairRows <= m; i += kPairRows) {
+      axpy_pairs_row_block<kPairRows>(rows(i), ldb, hp.data() + i * pairs, pairs, packed, block_stride, cc, ce, alpha,
+                                      out + i * ldo, ldo);
+    }
+    for (; i < m; ++i) {
+      axpy_pairs_row_block<1>(rows(i), ldb, hp.data() + i * pairs, pairs, packed, block_stride, cc, ce, alpha,
+                              out + i * ldo, ldo);
+    }
   }
 #else
   (void)base, (void)ldb, (void)h, (void)ldh, (void)packed, (void)m, (void)r, (void)cols, (void)c0, (void)c1,

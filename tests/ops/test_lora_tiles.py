@@ -42,6 +42,10 @@ TILE_CASES = {
     "rank_48_row_tails": ([6, 8, 9, 14, 1, 23], [0, 1, 0, 1, 2, 2], [48, 40, 20], 48, 31, 20),
     # one slot, few rows, wide output: the output columns are split into chunks across threads
     "one_block_wide": ([3], [0], [16], 16, 64, 1000),
+    # outputs wider than one L2-sized column chunk of the expand (rank 64: 512 fp32 / 1024 bf16 columns;
+    # rank 16: 2048 / 4096), ending in a partial vector
+    "wide_rank_64_column_chunks": ([9, 21], [0, 1], [64, 60], 64, 40, 1100),
+    "wide_rank_16_column_chunks": ([5, 18], [0, 1], [16, 16], 16, 24, 4200),
 }
 
 
