@@ -155,7 +155,10 @@ def print_targets(fwd: list, bwd: list) -> None:
         low = [r for r in rows if ratio(r[col]) < want]
         print(f"  {name}: {len(rows) - len(low)}/{len(rows)} rows (min {min(ratio(r[col]) for r in rows):.2f}x)")
         for r in low:
-            print(f"    below: {r[0]} T={r[1]} K={r[2]} rank={r[3]}: {r[col]} ({r[-1] if col == 6 else r[8]} of bound)")
+            reached = float((r[-1] if col == 6 else r[8]).rstrip("%")) / 100
+            needed = reached * want / ratio(r[col])  # the fraction of the bound at which mint would meet it
+            print(f"    below: {r[0]} T={r[1]} K={r[2]} rank={r[3]}: {r[col]} at {reached:.0%} of bound; "
+                  f"the target needs {needed:.0%}")
 
 
 if __name__ == "__main__":
