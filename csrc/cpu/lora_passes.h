@@ -297,6 +297,7 @@ struct WeightGrad {
 // while the slot's rank rows stream over it. Coefficients are fp32 with alpha folded in, or, for bf16 on
 // CPUs with AMX or builds with pair dot instructions, bf16 token pairs with alpha applied once at the end.
 inline void run_weight_grads(const std::vector<WeightGrad>& jobs, const std::vector<SlotRows>& plan) {
+  constexpr int64_t kCopyTokens = 256;  // slots with at least this many tokens read a contiguous copy of src
   struct Prepared {
     Tensor coef, rows;
     bool amx;
@@ -367,9 +368,20 @@ inline void run_weight_grads(const std::vector<WeightGrad>& jobs, const std::vec
       }
       dispatch_float(job.src.scalar_type(), [&](auto tag) {
         using T = decltype(tag);
-        lora_tiles::axpy_rows_f32<T>(nullptr, 0, p.coef.const_data_ptr<float>(), sr.count, p.rows.const_data_ptr<T>(),
-                                     p.rows.stride(0), sr.rank, sr.count, item.c0, item.c1,
-                                     job.grad.data_ptr<T>() + sr.slot * R * cols, cols);
+        const T* src = p.rows.const_data_ptr<T>() + item.c0;
+        int64_t lds = p.rows.stride(0);
+        if (sr.count >= kCopyTokens && lds > width) {
+          // Every rank-row group streams all of the slot's tokens: over long, widely strided rows (grad_y of
+          // a wide layer) that is a TLB miss per token per group, so the item's columns are copied
+          // contiguous once. Same arithmetic, so the same results.
+          static thread_local std::vector<T> rows;
+          rows.resize(static_cast<size_t>(sr.count * width));
+          for (int64_t t = 0; t < sr.count; ++t) std::copy(src + t * lds, src + t * lds + width, rows.data() + t * width);
+          src = rows.data();
+          lds = width;
+        }
+        lora_tiles::axpy_rows_f32<T>(nullptr, 0, p.coef.const_data_ptr<float>(), sr.count, src, lds, sr.rank, sr.count, 0,
+                                     width, job.grad.data_ptr<T>() + sr.slot * R * cols + item.c0, cols);
       });
     }
   });

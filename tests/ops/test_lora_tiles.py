@@ -46,6 +46,8 @@ TILE_CASES = {
     # rank 16: 2048 / 4096), ending in a partial vector
     "wide_rank_64_column_chunks": ([9, 21], [0, 1], [64, 60], 64, 40, 1100),
     "wide_rank_16_column_chunks": ([5, 18], [0, 1], [16, 16], 16, 24, 4200),
+    # a slot of >= 256 tokens: its weight gradients read a contiguous copy of each column chunk of src
+    "weight_grads_long_slot": ([300, 40], [0, 1], [16, 8], 16, 70, 130),
 }
 
 
