@@ -297,7 +297,7 @@ struct WeightGrad {
 // while the slot's rank rows stream over it. Coefficients are fp32 with alpha folded in, or, for bf16 on
 // CPUs with AMX or builds with pair dot instructions, bf16 token pairs with alpha applied once at the end.
 inline void run_weight_grads(const std::vector<WeightGrad>& jobs, const std::vector<SlotRows>& plan) {
-  constexpr int64_t kCopyTokens = 256;  // slots with at least this many tokens read a contiguous copy of src
+  constexpr int64_t kCopySpan = int64_t{8} << 20;  // src rows spanning this many bytes are read from a copy
   struct Prepared {
     Tensor coef, rows;
     bool amx;
@@ -370,10 +370,10 @@ inline void run_weight_grads(const std::vector<WeightGrad>& jobs, const std::vec
         using T = decltype(tag);
         const T* src = p.rows.const_data_ptr<T>() + item.c0;
         int64_t lds = p.rows.stride(0);
-        if (sr.count >= kCopyTokens && lds > width) {
-          // Every rank-row group streams all of the slot's tokens: over long, widely strided rows (grad_y of
-          // a wide layer) that is a TLB miss per token per group, so the item's columns are copied
-          // contiguous once. Same arithmetic, so the same results.
+        if (lds > width && sr.count * lds * static_cast<int64_t>(sizeof(T)) >= kCopySpan) {
+          // Every rank-row group streams all of the slot's tokens: when their rows span more memory than the
+          // TLB covers (grad_y of a wide layer over many tokens) that is a TLB miss per token per group, so
+          // the item's columns are copied contiguous once. Same arithmetic, so the same results.
           static thread_local std::vector<T> rows;
           rows.resize(static_cast<size_t>(sr.count * width));
           for (int64_t t = 0; t < sr.count; ++t) std::copy(src + t * lds, src + t * lds + width, rows.data() + t * width);

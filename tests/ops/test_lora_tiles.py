@@ -46,8 +46,9 @@ TILE_CASES = {
     # rank 16: 2048 / 4096), ending in a partial vector
     "wide_rank_64_column_chunks": ([9, 21], [0, 1], [64, 60], 64, 40, 1100),
     "wide_rank_16_column_chunks": ([5, 18], [0, 1], [16, 16], 16, 24, 4200),
-    # a slot of >= 256 tokens: its weight gradients read a contiguous copy of each column chunk of src
-    "weight_grads_long_slot": ([300, 40], [0, 1], [16, 8], 16, 70, 130),
+    # a slot whose src rows span >= 8 MB (fp32: 1100 rows x 2000 columns): its weight gradients read a
+    # contiguous copy of each column chunk
+    "weight_grads_long_slot": ([1100, 40], [0, 1], [16, 8], 16, 70, 2000),
 }
 
 
