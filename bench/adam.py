@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> None:
                      f"{t_foreach * 1e3:.2f}", f"{t_fused / t_mint:.2f}x", f"{t_foreach / t_mint:.2f}x",
                      f"{bound / t_mint:.0%}", f"{bound / t_fused:.0%}", f"{copy_bound / t_mint:.0%}",
                      f"{copy_bound / t_fused:.0%}"])
-    print_table(f"AdamW step, ms (median of {args.repeats}, contenders interleaved on the same tensors); bound = 28 B/param "
-                "at the read-modify-write bandwidth; copy = 28 B/param at the copy figure",
+    print_table(f"AdamW step, ms (median of {args.repeats}, contenders interleaved on the same tensors); "
+                "bound = 28 B/param at the read-modify-write bandwidth; copy = 28 B/param at the copy figure",
                 ["case", "params", "mint", "torch fused", "torch foreach", "vs fused", "vs foreach",
                  "mint of bound", "fused of bound", "mint of copy", "fused of copy"], rows)
     print("of copy: the issue's yardstick (28 B/param over dst.copy_(src) counted as 8 B/elem); the copy moves 12 "

@@ -14,8 +14,8 @@ import itertools
 
 import torch
 
-from bench.common import (bound_seconds, describe_limits, interleaved_medians, keep_freed_memory, machine, machine_limits,
-                          print_table)
+from bench.common import (bound_seconds, describe_limits, interleaved_medians, keep_freed_memory, machine,
+                          machine_limits, print_table)
 from mint import ops
 
 # A timing sample of a sub-millisecond call is the mean of back-to-back calls filling this long; contenders are

@@ -327,7 +327,8 @@ MINT_AMX_TARGET void pack_axpy(const uint16_t* w, int64_t ldw, int64_t r, int64_
       for (int64_t p = 0; p < 16; ++p) {  // tile row p: ranks 32 kc + 2p and + 1, interleaved over 16 columns
         const int64_t j0 = 32 * kc + 2 * p;
         const __m256i lo = j0 < r ? _mm256_maskz_loadu_epi16(cmask, w + j0 * ldw + c) : _mm256_setzero_si256();
-        const __m256i hi = j0 + 1 < r ? _mm256_maskz_loadu_epi16(cmask, w + (j0 + 1) * ldw + c) : _mm256_setzero_si256();
+        const __m256i hi =
+            j0 + 1 < r ? _mm256_maskz_loadu_epi16(cmask, w + (j0 + 1) * ldw + c) : _mm256_setzero_si256();
         _mm512_storeu_si512(tile + p * 32, _mm512_or_si512(_mm512_cvtepu16_epi32(lo),
                                                            _mm512_slli_epi32(_mm512_cvtepu16_epi32(hi), 16)));
       }
@@ -383,10 +384,14 @@ MINT_AMX_TARGET void outer_rows(const uint16_t* coef, int64_t ldc, const uint16_
       const uint16_t* b0 = packed + g * kcs * kTileElems;
       if (kcs == 0) {
         std::memset(acc, 0, sizeof acc);
+      } else if (r2 && g2) {
+        outer_block<true, true>(a0, a1, ldc * 2, b0, kcs, acc);
       } else if (r2) {
-        g2 ? outer_block<true, true>(a0, a1, ldc * 2, b0, kcs, acc) : outer_block<true, false>(a0, a1, ldc * 2, b0, kcs, acc);
+        outer_block<true, false>(a0, a1, ldc * 2, b0, kcs, acc);
+      } else if (g2) {
+        outer_block<false, true>(a0, a1, ldc * 2, b0, kcs, acc);
       } else {
-        g2 ? outer_block<false, true>(a0, a1, ldc * 2, b0, kcs, acc) : outer_block<false, false>(a0, a1, ldc * 2, b0, kcs, acc);
+        outer_block<false, false>(a0, a1, ldc * 2, b0, kcs, acc);
       }
       const int64_t rows = m0 + (r2 ? m1 : 0);
       for (int64_t j = 0; j < rows; ++j) {

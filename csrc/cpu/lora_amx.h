@@ -1,12 +1,13 @@
-// The bf16 row kernels of the CPU LoRA ops on AMX tiles (csrc/cpu/lora_amx.cpp).
+// The bf16 kernels of the CPU LoRA ops on AMX tiles (csrc/cpu/lora_amx.cpp).
 //
 // For bf16 on CPUs with AMX-BF16, every product of the LoRA ops: dot_rows computes x @ W^T (the shrink
 // h = x A^T and grad_h = s grad_y B^T), axpy_rows base + s h @ W (the expand y + s h B and grad_x = grad_h A),
-// outer_rows the weight gradients over a slot's tokens. One tile multiply adds 16 rows x 16 outputs x 32 products, 16 times the work of an
-// AVX-512 bf16 pair dot. The weights of one slot (rank <= 64) are first packed into the tile layout
-// (pack_dot / pack_axpy), once per call; rows are read where they lie. Every output element is an fp32 sum
-// in one fixed order (32 products per tile step, steps in order), scaled (and added to base) and rounded
-// once, so a row's result does not depend on the other rows, the blocking or the thread count.
+// outer_rows the weight gradients over a slot's tokens. One tile multiply adds 16 rows x 16 outputs x 32
+// products, 16 times the work of an AVX-512 bf16 pair dot. The weights of one slot (rank <= 64) are first
+// packed into the tile layout (pack_dot / pack_axpy; the callers keep one pack per thread and slot); rows are
+// read where they lie. Every output element is an fp32 sum in one fixed order (32 products per tile step,
+// steps in order), scaled (and added to base) and rounded once, so a row's result does not depend on the
+// other rows, the blocking or the thread count.
 //
 // The file is compiled for any x86-64 target (the kernels carry their own target attributes); available()
 // says at run time whether the CPU has AMX-BF16 and the OS granted this process the tile state. Pointers

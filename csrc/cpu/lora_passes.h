@@ -152,8 +152,8 @@ class DotRows {
     T* op = out_.data_ptr<T>() + blk.row * R_;
     if constexpr (std::is_same_v<T, c10::BFloat16>) {
       if (amx_) {
-        const uint16_t* packed = dot_pack.get(owner_, sr.slot, lora_amx::packed_dot_elems(sr.rank, k_),
-                                              [&](uint16_t* dst) { lora_amx::pack_dot(bits(wp), wp_.stride(1), sr.rank, k_, dst); });
+        const auto fill = [&](uint16_t* dst) { lora_amx::pack_dot(bits(wp), wp_.stride(1), sr.rank, k_, dst); };
+        const uint16_t* packed = dot_pack.get(owner_, sr.slot, lora_amx::packed_dot_elems(sr.rank, k_), fill);
         lora_amx::dot_rows(bits(xp), xr_.stride(0), packed, blk.count, sr.rank, k_, slot_alpha(alpha_, sr),
                            reinterpret_cast<uint16_t*>(op), R_, R_);
         return;
@@ -203,18 +203,20 @@ class AxpyRows {
     const float alpha = slot_alpha(alpha_, sr);
     if constexpr (std::is_same_v<T, c10::BFloat16>) {
       if (amx_) {
-        const uint16_t* packed = axpy_pack.get(owner_, sr.slot, lora_amx::packed_axpy_elems(sr.rank, cols_),
-                                               [&](uint16_t* d) { lora_amx::pack_axpy(bits(wp), wp_.stride(1), sr.rank, cols_, d); });
+        const auto fill = [&](uint16_t* d) { lora_amx::pack_axpy(bits(wp), wp_.stride(1), sr.rank, cols_, d); };
+        const uint16_t* packed = axpy_pack.get(owner_, sr.slot, lora_amx::packed_axpy_elems(sr.rank, cols_), fill);
         lora_amx::axpy_rows(bits(bp), ldb, bits(hp), hr_.stride(0), packed, blk.count, sr.rank, cols_, c0, c1, alpha,
                             reinterpret_cast<uint16_t*>(dp), dst_.stride(0));
         return;
       }
       if (pairs_) {
-        const uint16_t* packed = axpy_pack.get(owner_, sr.slot, lora_tiles::packed_pairs_elems(sr.rank, cols_), [&](uint16_t* d) {
+        const auto fill = [&](uint16_t* d) {
           lora_tiles::pack_pairs(wp, wp_.stride(1), sr.rank, cols_, reinterpret_cast<c10::BFloat16*>(d));
-        });
-        lora_tiles::axpy_rows_pairs(bp, ldb, hp, hr_.stride(0), reinterpret_cast<const c10::BFloat16*>(packed), blk.count,
-                                    sr.rank, cols_, c0, c1, alpha, dp, dst_.stride(0));
+        };
+        const auto* packed = reinterpret_cast<const c10::BFloat16*>(
+            axpy_pack.get(owner_, sr.slot, lora_tiles::packed_pairs_elems(sr.rank, cols_), fill));
+        lora_tiles::axpy_rows_pairs(bp, ldb, hp, hr_.stride(0), packed, blk.count, sr.rank, cols_, c0, c1, alpha, dp,
+                                    dst_.stride(0));
         return;
       }
     }
@@ -376,12 +378,14 @@ inline void run_weight_grads(const std::vector<WeightGrad>& jobs, const std::vec
           // the item's columns are copied contiguous once. Same arithmetic, so the same results.
           static thread_local std::vector<T> rows;
           rows.resize(static_cast<size_t>(sr.count * width));
-          for (int64_t t = 0; t < sr.count; ++t) std::copy(src + t * lds, src + t * lds + width, rows.data() + t * width);
+          for (int64_t t = 0; t < sr.count; ++t) {
+            std::copy(src + t * lds, src + t * lds + width, rows.data() + t * width);
+          }
           src = rows.data();
           lds = width;
         }
-        lora_tiles::axpy_rows_f32<T>(nullptr, 0, p.coef.const_data_ptr<float>(), sr.count, src, lds, sr.rank, sr.count, 0,
-                                     width, job.grad.data_ptr<T>() + sr.slot * R * cols + item.c0, cols);
+        lora_tiles::axpy_rows_f32<T>(nullptr, 0, p.coef.const_data_ptr<float>(), sr.count, src, lds, sr.rank,
+                                     sr.count, 0, width, job.grad.data_ptr<T>() + sr.slot * R * cols + item.c0, cols);
       });
     }
   });

@@ -1,13 +1,13 @@
 """The AMX tile kernels behind the bf16 CPU LoRA ops (csrc/cpu/lora_amx.cpp).
 
 On CPUs with AMX-BF16 every bf16 product (shrink, expand, grad_h, grad_x and the weight gradients) runs on
-tiles of 16 rows x 16 outputs x 32 products, with weights packed per call: full tiles by an in-register
-transpose, edge tiles element by element, blocks of fewer than 16 rows on m-row tiles, a k that is not a
+tiles of 16 rows x 16 outputs x 32 products, with weights packed per thread and slot: full and edge tiles by
+an in-register transpose of masked row loads, blocks of fewer than 16 rows on m-row tiles, a k that is not a
 multiple of 32 through a zero-padded tail; weight gradients over one or two 16-rank tiles and 32-token
-chunks, zero-padded past the slot's tokens. The cases sit on and around each of those boundaries (on other CPUs they exercise the
-AVX-512 / AVX2 kernels, which must give the same results to bf16 tolerance). With AMX, the results are also
-compared with the same process run with MINT_CPU_AMX=0 (the vector kernels): both are one rounding of the
-same fp32 sums.
+chunks, zero-padded past the slot's tokens. The cases sit on and around each of those boundaries (on other
+CPUs they exercise the AVX-512 / AVX2 kernels, which must give the same results to bf16 tolerance). With
+AMX, the results are also compared with the same process run with MINT_CPU_AMX=0 (the vector kernels):
+both are one rounding of the same fp32 sums.
 """
 
 from __future__ import annotations
@@ -92,7 +92,8 @@ torch.save(out, sys.argv[1])
                     reason="the CPU has no AMX-BF16, or MINT_CPU_AMX=0 turns it off")
 def test_amx_agrees_with_the_vector_kernels(tmp_path):
     """The same bf16 ops with AMX (this process) and without (MINT_CPU_AMX=0): at most one bf16 rounding apart."""
-    cases = {k: AMX_CASES[k] for k in ("rows_1_15_16_17", "k_33", "ranks_48_64", "cols_63_65", "tokens_31_32_33_gathered")}
+    names = ("rows_1_15_16_17", "k_33", "ranks_48_64", "cols_63_65", "tokens_31_32_33_gathered")
+    cases = {k: AMX_CASES[k] for k in names}
     root = str(Path(__file__).resolve().parents[2])
     path = tmp_path / "vector.pt"
     env = dict(os.environ, MINT_CPU_AMX="0")
