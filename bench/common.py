@@ -24,8 +24,8 @@ def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> 
 
 def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1,
                         min_sample_s: float = 0.0) -> dict[str, float]:
-    """Median wall-clock seconds of each ``fns[name]()``, timed round-robin (one sample of each in turn) so that
-    a slow phase of a shared machine hits every contender alike. With ``min_sample_s`` a sample of a fast
+    """Median wall-clock seconds of each ``fns[name]()``, timed round-robin (one sample of each in turn, the
+    order rotated every round) so that a slow phase of a shared machine hits every contender alike. With ``min_sample_s`` a sample of a fast
     function is the mean of as many back-to-back calls as fill that time (sub-millisecond calls are otherwise
     at the mercy of one interrupt)."""
     calls: dict[str, int] = {}
@@ -36,8 +36,12 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 5, 
         once = (time.perf_counter() - start) / max(1, warmup)
         calls[name] = max(1, math.ceil(min_sample_s / once)) if min_sample_s > 0 and once > 0 else 1
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    names = list(fns)
+    for rep in range(repeats):
+        # rotate the order each round, so no contender always runs right after the same one (one that churns
+        # memory or caches would otherwise tax its successor in every sample)
+        for name in names[rep % len(names):] + names[:rep % len(names)]:
+            fn = fns[name]
             n = calls[name]
             start = time.perf_counter()
             for _ in range(n):
