@@ -127,18 +127,22 @@ MINT_AMX_TARGET inline __m256i to_bf16(__m512 v) {
   return _mm512_cvtepi32_epi16(r);
 }
 
-MINT_AMX_TARGET void store_rows(const float* acc, int64_t m, int64_t n, float alpha, uint16_t* out, int64_t ldo,
-                                int64_t n_zero) {
+// out[i, c .. c + n) = bf16(base[i, c ..] + alpha * acc[i, 0 .. n)) for i < m (base == nullptr: no base term);
+// acc has row stride lda floats.
+MINT_AMX_TARGET void store_scaled(const float* acc, int64_t lda, const uint16_t* base, int64_t ldb, int64_t m,
+                                  int64_t c, int64_t n, float alpha, uint16_t* out, int64_t ldo) {
   const __m512 scale = _mm512_set1_ps(alpha);
   for (int64_t i = 0; i < m; ++i) {
-    uint16_t* o = out + i * ldo;
     for (int64_t j = 0; j < n; j += 16) {
       const int64_t cnt = n - j < 16 ? n - j : 16;
       const __mmask16 mask = static_cast<__mmask16>((1u << cnt) - 1);
-      const __m256i v = to_bf16(_mm512_mul_ps(_mm512_loadu_ps(acc + i * 64 + j), scale));
-      _mm256_mask_storeu_epi16(o + j, mask, v);
+      __m512 v = _mm512_mul_ps(_mm512_loadu_ps(acc + i * lda + j), scale);
+      if (base != nullptr) {
+        const __m256i b16 = _mm256_maskz_loadu_epi16(mask, base + i * ldb + c + j);
+        v = _mm512_add_ps(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b16), 16)), v);
+      }
+      _mm256_mask_storeu_epi16(out + i * ldo + c + j, mask, to_bf16(v));
     }
-    if (n_zero > n) std::memset(o + n, 0, (n_zero - n) * 2);
   }
 }
 
@@ -204,23 +208,6 @@ MINT_AMX_TARGET void axpy_block(const uint16_t* hb, const uint16_t* packed, int6
   memory_barrier();
 }
 
-// out[i, c .. c + n) = bf16(base + alpha * acc[i, 0 .. n)) for i < m, n <= 64.
-MINT_AMX_TARGET void store_axpy(const float* acc, const uint16_t* base, int64_t ldb, int64_t m, int64_t c, int64_t n,
-                                float alpha, uint16_t* out, int64_t ldo) {
-  const __m512 scale = _mm512_set1_ps(alpha);
-  for (int64_t i = 0; i < m; ++i) {
-    for (int64_t j = 0; j < n; j += 16) {
-      const int64_t cnt = n - j < 16 ? n - j : 16;
-      const __mmask16 mask = static_cast<__mmask16>((1u << cnt) - 1);
-      __m512 v = _mm512_mul_ps(_mm512_loadu_ps(acc + i * 64 + j), scale);
-      if (base != nullptr) {
-        const __m256i b16 = _mm256_maskz_loadu_epi16(mask, base + i * ldb + c + j);
-        v = _mm512_add_ps(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b16), 16)), v);
-      }
-      _mm256_mask_storeu_epi16(out + i * ldo + c + j, mask, to_bf16(v));
-    }
-  }
-}
 
 // Weight-gradient tiles: rank tiles 0 / 1 (m0, m1 rows) x column groups 0 / 1 in tmm0-3, coef in tmm4-5,
 // token-pair rows of S in tmm6-7.
@@ -312,7 +299,10 @@ MINT_AMX_TARGET void dot_rows(const uint16_t* x, int64_t ldx, const uint16_t* pa
       case 3: dot_block<3>(xi, ldx, packed, rows, k, acc); break;
       default: dot_block<4>(xi, ldx, packed, rows, k, acc); break;
     }
-    store_rows(acc, rows, n, alpha, out + i0 * ldo, ldo, n_zero);
+    store_scaled(acc, 64, nullptr, 0, rows, 0, n, alpha, out + i0 * ldo, ldo);
+    if (n_zero > n) {
+      for (int64_t i = 0; i < rows; ++i) std::memset(out + (i0 + i) * ldo + n, 0, (n_zero - n) * 2);
+    }
   }
   _tile_release();
 }
@@ -362,7 +352,7 @@ MINT_AMX_TARGET void axpy_rows(const uint16_t* base, int64_t ldb, const uint16_t
           default: axpy_block<4>(hb, packed, rk, c / 16, acc); break;
         }
       }
-      store_axpy(acc, bi, ldb, rows, c, n, alpha, out + i0 * ldo, ldo);
+      store_scaled(acc, 64, bi, ldb, rows, c, n, alpha, out + i0 * ldo, ldo);
     }
   }
   _tile_release();
@@ -372,7 +362,6 @@ MINT_AMX_TARGET void outer_rows(const uint16_t* coef, int64_t ldc, const uint16_
                                 int64_t count, int64_t width, float alpha, uint16_t* out, int64_t ldo) {
   alignas(64) float acc[32 * 32];
   const int64_t kcs = (count + 31) / 32, groups = (width + 15) / 16;
-  const __m512 scale = _mm512_set1_ps(alpha);
   for (int64_t j0 = 0; j0 < rank; j0 += 32) {
     const int64_t m0 = rank - j0 < 16 ? rank - j0 : 16, m1 = rank - j0 - 16 > 16 ? 16 : rank - j0 - 16;
     const bool r2 = m1 > 0;
@@ -393,15 +382,8 @@ MINT_AMX_TARGET void outer_rows(const uint16_t* coef, int64_t ldc, const uint16_
       } else {
         outer_block<false, false>(a0, a1, ldc * 2, b0, kcs, acc);
       }
-      const int64_t rows = m0 + (r2 ? m1 : 0);
-      for (int64_t j = 0; j < rows; ++j) {
-        for (int64_t h = 0; h < (g2 ? 2 : 1); ++h) {
-          const int64_t c = 16 * (g + h), cnt = width - c < 16 ? width - c : 16;
-          const __mmask16 mask = static_cast<__mmask16>((1u << cnt) - 1);
-          const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(acc + j * 32 + 16 * h), scale);
-          _mm256_mask_storeu_epi16(out + (j0 + j) * ldo + c, mask, to_bf16(v));
-        }
-      }
+      const int64_t c = 16 * g, n = (g2 ? 32 : 16) < width - c ? (g2 ? 32 : 16) : width - c;
+      store_scaled(acc, 32, nullptr, 0, m0 + (r2 ? m1 : 0), c, n, alpha, out + j0 * ldo, ldo);
     }
   }
   _tile_release();
