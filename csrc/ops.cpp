@@ -34,6 +34,13 @@ TORCH_LIBRARY(mint, m) {
   m.def("lora_apply_backward(Tensor grad_out, Tensor x, Tensor h, Tensor lora_a, Tensor lora_b, "
         "Tensor seg_indptr, Tensor seg_adapter, Tensor lora_ranks, Tensor lora_scales) -> "
         "(Tensor grad_x, Tensor grad_lora_a, Tensor grad_lora_b)");
+  // y + scale * (x @ A^T) @ B per segment as one differentiable op (C++ autograd: grads for y, x, lora_a,
+  // lora_b). y [..., out] and x [..., in] share their leading dims (T tokens in all); any device. The
+  // in-place form adds into y (contiguous, not a leaf that requires grad) and stays differentiable.
+  m.def("lora_apply(Tensor y, Tensor x, Tensor lora_a, Tensor lora_b, Tensor seg_indptr, "
+        "Tensor seg_adapter, Tensor lora_ranks, Tensor lora_scales) -> Tensor");
+  m.def("lora_apply_(Tensor(a!) y, Tensor x, Tensor lora_a, Tensor lora_b, Tensor seg_indptr, "
+        "Tensor seg_adapter, Tensor lora_ranks, Tensor lora_scales) -> Tensor(a!)");
   // decode-sized batches: y[t] += scale[n] * (x[t] @ A[n,:r]^T) @ B[n,:r], n = row_slot[t] (-1 = none);
   // each row computed on its own (batch invariant), in place, not differentiable; CPU, float32
   m.def("lora_rows_(Tensor(a!) y, Tensor x, Tensor lora_a, Tensor lora_b, Tensor row_slot, "

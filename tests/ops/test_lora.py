@@ -441,6 +441,13 @@ def test_opcheck(case):
     torch.library.opcheck(ops.lora_expand_, (y.clone(), h, b, indptr, seg, rk, sc))
     torch.library.opcheck(ops.lora_expand_backward, (y, h, b, indptr, seg, rk, sc))
     torch.library.opcheck(ops.lora_shrink_backward, (gh, x, a, indptr, seg, rk))
+    # the C++ autograd node of lora_apply (out of place and in place), with 2-D and 3-D token layouts
+    torch.library.opcheck(ops.lora_apply, (rg(y), rg(x), rg(a), rg(b), indptr, seg, rk, sc))
+    T = x.shape[0]
+    if T % 3 == 0:
+        torch.library.opcheck(ops.lora_apply, (rg(y).view(3, T // 3, -1), rg(x).view(3, T // 3, -1), rg(a), rg(b),
+                                               indptr, seg, rk, sc))
+    torch.library.opcheck(ops.lora_apply_, (y.clone(), rg(x), rg(a), rg(b), indptr, seg, rk, sc))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)

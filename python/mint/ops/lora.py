@@ -63,6 +63,16 @@ def _lora_apply_backward_fake(grad_out, x, h, lora_a, lora_b, seg_indptr, seg_ad
     return x.new_empty(x.shape), lora_a.new_empty(lora_a.shape), lora_b.new_empty(lora_b.shape)
 
 
+@torch.library.register_fake("mint::lora_apply")
+def _lora_apply_fake(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales):
+    return y.new_empty(y.shape)
+
+
+@torch.library.register_fake("mint::lora_apply_")
+def _lora_apply_inplace_fake(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales):
+    return y
+
+
 @torch.library.register_fake("mint::lora_rows_")
 def _lora_rows_inplace_fake(y, x, lora_a, lora_b, row_slot, lora_ranks, lora_scales):
     return None
@@ -204,77 +214,7 @@ def lora_apply(
     """
     if y.shape[:-1] != x.shape[:-1]:
         raise ValueError(f"lora_apply: y {tuple(y.shape)} and x {tuple(x.shape)} must share leading dims")
-    return _dispatch_apply(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales, False)
-
-
-def _apply(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales, inplace):
-    """(y + delta, x as [T, in], h): the delta into y itself with ``inplace``, else into a new tensor.
-
-    Called only where no gradient flows through the ops themselves (no grad needed, or inside _LoraApply), so
-    the out-of-place ops run below autograd, skipping their Python autograd wrappers (~5 us a call). The
-    in-place ops keep their C++ autograd kernels: those bump y's version counter. On CPU shrink and expand run
-    as one pass over row blocks.
-    """
-    x2 = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
-    y2 = y if y.dim() == 2 else y.view(-1, y.shape[-1]) if inplace else y.reshape(-1, y.shape[-1])
-    idx = (seg_indptr, seg_adapter, lora_ranks)
-    if x2.device.type == "cpu":
-        if inplace:
-            return y, x2, _ops.lora_apply_forward_(y2, x2, lora_a, lora_b, *idx, lora_scales)
-        with torch._C._AutoDispatchBelowAutograd():
-            out, h = _ops.lora_apply_forward(y2, x2, lora_a, lora_b, *idx, lora_scales)
-    else:
-        with torch._C._AutoDispatchBelowAutograd():
-            h = _ops.lora_shrink(x2, lora_a, *idx)
-        if inplace:
-            _ops.lora_expand_(y2, h, lora_b, *idx, lora_scales)
-            return y, x2, h
-        with torch._C._AutoDispatchBelowAutograd():
-            out = _ops.lora_expand(y2, h, lora_b, *idx, lora_scales)
-    return (out if y.dim() == 2 else out.view(y.shape)), x2, h
-
-
-def _dispatch_apply(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales, inplace):
-    """The ops straight away when nothing needs a gradient (no autograd node: ~20 us saved), else _LoraApply."""
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (y, x, lora_a, lora_b)):
-        return _LoraApply.apply(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales, inplace)
-    return _apply(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales, inplace)[0]
-
-
-class _LoraApply(torch.autograd.Function):
-    """lora_apply as one autograd node (one Python backward instead of one per op): shrink + expand forward,
-    expand_backward + shrink_backward backward. With ``inplace`` the delta goes into y where it lies (y must
-    be a temporary nobody else reads, e.g. a base layer's fresh output) instead of into a copy."""
-
-    @staticmethod
-    def forward(ctx, y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales, inplace):
-        out, x2, h = _apply(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales, inplace)
-        if inplace:
-            ctx.mark_dirty(y)
-        ctx.save_for_backward(x2, h, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales)
-        ctx.x_shape = None if x.dim() == 2 else x.shape  # grads come back [T, in]: reshape only if x was not
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        # Under create_graph the backward ops' autograd marks their outputs "not implemented", so a second
-        # backward through them fails loudly rather than returning zeros.
-        x2, h, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales = ctx.saved_tensors
-        need_y, need_x, need_a, need_b = ctx.needs_input_grad[:4]
-        grad_x = grad_a = grad_b = None
-        if need_x or need_a or need_b:
-            g2 = grad_out if grad_out.dim() == 2 else grad_out.reshape(-1, grad_out.shape[-1])
-            idx = (seg_indptr, seg_adapter, lora_ranks)
-            if x2.device.type == "cpu" and (need_x or need_a):  # the whole backward in two passes
-                grad_x, grad_a, grad_b = _ops.lora_apply_backward(g2, x2, h, lora_a, lora_b, *idx, lora_scales)
-            else:
-                grad_h, grad_b = _ops.lora_expand_backward(g2, h, lora_b, *idx, lora_scales)
-                if need_x or need_a:
-                    grad_x, grad_a = _ops.lora_shrink_backward(grad_h, x2, lora_a, *idx)
-        if need_x and ctx.x_shape is not None:
-            grad_x = grad_x.view(ctx.x_shape)
-        return (grad_out if need_y else None, grad_x if need_x else None, grad_a if need_a else None,
-                grad_b if need_b else None, None, None, None, None, None)
+    return _ops.lora_apply(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales)
 
 
 def lora_apply_(
@@ -297,7 +237,7 @@ def lora_apply_(
         raise ValueError(f"lora_apply_: y must be contiguous, got strides {tuple(y.stride())}")
     if y.shape[:-1] != x.shape[:-1]:
         raise ValueError(f"lora_apply_: y {tuple(y.shape)} and x {tuple(x.shape)} must share leading dims")
-    return _dispatch_apply(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales, True)
+    return _ops.lora_apply_(y, x, lora_a, lora_b, seg_indptr, seg_adapter, lora_ranks, lora_scales)
 
 
 def segments_from_adapter_ids(
