@@ -32,9 +32,12 @@ struct Index {
   Tensor indptr, adapter, ranks, scales;
 };
 
-void check_shapes(const char* op, const Tensor& y, const Tensor& x) {
+// The arguments both entry points (autograd and the backend kernels) check before any work.
+void check_args(bool in_place, const Tensor& y, const Tensor& x) {
+  const char* op = in_place ? "mint.lora_apply_" : "mint.lora_apply";
   TORCH_CHECK(y.dim() >= 1 && x.dim() >= 1 && y.sizes().slice(0, y.dim() - 1) == x.sizes().slice(0, x.dim() - 1),
               op, ": y ", y.sizes(), " and x ", x.sizes(), " must share their leading dims");
+  TORCH_CHECK(!in_place || y.is_contiguous(), op, ": y must be contiguous, got strides ", y.strides());
 }
 
 Tensor rows_of(const Tensor& t) { return t.dim() == 2 ? t : t.reshape({-1, t.size(-1)}); }
@@ -118,22 +121,21 @@ class LoraApplyFunction : public torch::autograd::Function<LoraApplyFunction> {
 
 Tensor lora_apply_autograd(const Tensor& y, const Tensor& x, const Tensor& a, const Tensor& b, const Tensor& indptr,
                            const Tensor& adapter, const Tensor& ranks, const Tensor& scales) {
-  check_shapes("mint.lora_apply", y, x);
+  check_args(false, y, x);
   return LoraApplyFunction::apply(y, x, a, b, indptr, adapter, ranks, scales, false);
 }
 
 Tensor lora_apply_inplace_autograd(const Tensor& y, const Tensor& x, const Tensor& a, const Tensor& b,
                                    const Tensor& indptr, const Tensor& adapter, const Tensor& ranks,
                                    const Tensor& scales) {
-  check_shapes("mint.lora_apply_", y, x);
-  TORCH_CHECK(y.is_contiguous(), "mint.lora_apply_: y must be contiguous, got strides ", y.strides());
+  check_args(true, y, x);
   return LoraApplyFunction::apply(y, x, a, b, indptr, adapter, ranks, scales, true);
 }
 
 // Below autograd (no gradient wanted, or a tracing backend): the same forward, nothing saved.
 Tensor lora_apply_kernel(const Tensor& y, const Tensor& x, const Tensor& a, const Tensor& b, const Tensor& indptr,
                          const Tensor& adapter, const Tensor& ranks, const Tensor& scales) {
-  check_shapes("mint.lora_apply", y, x);
+  check_args(false, y, x);
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
   const Tensor out = std::get<0>(forward_2d(rows_of(y), rows_of(x), a, b, {indptr, adapter, ranks, scales}, false));
   return y.dim() == 2 ? out : out.view(y.sizes());
@@ -142,8 +144,7 @@ Tensor lora_apply_kernel(const Tensor& y, const Tensor& x, const Tensor& a, cons
 Tensor lora_apply_inplace_kernel(const Tensor& y, const Tensor& x, const Tensor& a, const Tensor& b,
                                  const Tensor& indptr, const Tensor& adapter, const Tensor& ranks,
                                  const Tensor& scales) {
-  check_shapes("mint.lora_apply_", y, x);
-  TORCH_CHECK(y.is_contiguous(), "mint.lora_apply_: y must be contiguous, got strides ", y.strides());
+  check_args(true, y, x);
   const at::AutoDispatchBelowADInplaceOrView below_autograd;
   forward_2d(y.view({-1, y.size(-1)}), rows_of(x), a, b, {indptr, adapter, ranks, scales}, true);
   return y;

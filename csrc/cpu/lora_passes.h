@@ -100,6 +100,16 @@ void dispatch_float(at::ScalarType st, const Fn& fn) {
 
 inline float slot_alpha(const float* alpha, const SlotRows& sr) { return alpha == nullptr ? 1.0f : alpha[sr.slot]; }
 
+// The bit patterns of bf16 (or any 16-bit) elements, as the AMX kernels take them.
+template <typename T>
+const uint16_t* bits16(const T* p) {
+  return reinterpret_cast<const uint16_t*>(p);
+}
+
+// Whether a bf16 pass over pool rank R (the weights' second dimension) runs on the AMX kernels: decided per
+// call from shapes, never per row.
+inline bool amx_for_rank(int64_t R) { return R <= lora_amx::kMaxCols && lora_amx::available(); }
+
 // One thread's packed weights of one slot (bf16 bits), refilled when the thread moves to another slot or
 // another pass. A thread's blocks are mostly one slot's, so each slot is packed about once per thread, into
 // a buffer the pool's persistent threads keep across calls (no fresh pages per call, and the packed weights
@@ -141,7 +151,7 @@ class DotRows {
   DotRows(const Tensor& rows, const Tensor& w, Tensor& out, const float* alpha)
       : xr_(unit_inner(rows)), wp_(unit_inner(w)), out_(out), alpha_(alpha), k_(xr_.size(1)), R_(out.size(1)) {
     if constexpr (std::is_same_v<T, c10::BFloat16>) {
-      amx_ = wp_.size(1) <= lora_amx::kMaxCols && lora_amx::available();
+      amx_ = amx_for_rank(wp_.size(1));
     }
   }
   int64_t fmas_per_row() const { return k_ * R_; }
@@ -152,9 +162,9 @@ class DotRows {
     T* op = out_.data_ptr<T>() + blk.row * R_;
     if constexpr (std::is_same_v<T, c10::BFloat16>) {
       if (amx_) {
-        const auto fill = [&](uint16_t* dst) { lora_amx::pack_dot(bits(wp), wp_.stride(1), sr.rank, k_, dst); };
+        const auto fill = [&](uint16_t* dst) { lora_amx::pack_dot(bits16(wp), wp_.stride(1), sr.rank, k_, dst); };
         const uint16_t* packed = dot_pack.get(owner_, sr.slot, lora_amx::packed_dot_elems(sr.rank, k_), fill);
-        lora_amx::dot_rows(bits(xp), xr_.stride(0), packed, blk.count, sr.rank, k_, slot_alpha(alpha_, sr),
+        lora_amx::dot_rows(bits16(xp), xr_.stride(0), packed, blk.count, sr.rank, k_, slot_alpha(alpha_, sr),
                            reinterpret_cast<uint16_t*>(op), R_, R_);
         return;
       }
@@ -164,7 +174,6 @@ class DotRows {
   }
 
  private:
-  static const uint16_t* bits(const T* p) { return reinterpret_cast<const uint16_t*>(p); }
   Tensor xr_, wp_, out_;
   const float* alpha_;
   int64_t k_, R_;
@@ -188,7 +197,7 @@ class AxpyRows {
         cols_(dst.size(1)),
         R_(h.size(1)) {
     if constexpr (std::is_same_v<T, c10::BFloat16>) {
-      amx_ = wp_.size(1) <= lora_amx::kMaxCols && lora_amx::available();
+      amx_ = amx_for_rank(wp_.size(1));
       pairs_ = !amx_ && lora_tiles::packed_pairs_elems(1, 1) > 0;
     }
   }
@@ -203,10 +212,10 @@ class AxpyRows {
     const float alpha = slot_alpha(alpha_, sr);
     if constexpr (std::is_same_v<T, c10::BFloat16>) {
       if (amx_) {
-        const auto fill = [&](uint16_t* d) { lora_amx::pack_axpy(bits(wp), wp_.stride(1), sr.rank, cols_, d); };
+        const auto fill = [&](uint16_t* d) { lora_amx::pack_axpy(bits16(wp), wp_.stride(1), sr.rank, cols_, d); };
         const uint16_t* packed = axpy_pack.get(owner_, sr.slot, lora_amx::packed_axpy_elems(sr.rank, cols_), fill);
-        lora_amx::axpy_rows(bits(bp), ldb, bits(hp), hr_.stride(0), packed, blk.count, sr.rank, cols_, c0, c1, alpha,
-                            reinterpret_cast<uint16_t*>(dp), dst_.stride(0));
+        lora_amx::axpy_rows(bits16(bp), ldb, bits16(hp), hr_.stride(0), packed, blk.count, sr.rank, cols_, c0, c1,
+                            alpha, reinterpret_cast<uint16_t*>(dp), dst_.stride(0));
         return;
       }
       if (pairs_) {
@@ -225,7 +234,6 @@ class AxpyRows {
   }
 
  private:
-  static const uint16_t* bits(const T* p) { return reinterpret_cast<const uint16_t*>(p); }
 
   Tensor br_, hr_, wp_, dst_;
   const float* alpha_;
@@ -314,7 +322,7 @@ inline void run_weight_grads(const std::vector<WeightGrad>& jobs, const std::vec
     const WeightGrad& job = jobs[j];
     const int64_t cols = job.src.size(1);
     const bool bf16 = job.src.scalar_type() == at::kBFloat16;
-    const bool amx = bf16 && job.grad.size(1) <= lora_amx::kMaxCols && lora_amx::available();
+    const bool amx = bf16 && amx_for_rank(job.grad.size(1));
     const bool pairs = amx || (bf16 && lora_tiles::packed_pairs_elems(1, 1) > 0);  // bf16 coefficients
     for (size_t i = 0; i < plan.size(); ++i) {
       const SlotRows& sr = plan[i];
@@ -351,11 +359,10 @@ inline void run_weight_grads(const std::vector<WeightGrad>& jobs, const std::vec
       const int64_t cols = job.src.size(1), R = job.grad.size(1), width = item.c1 - item.c0;
       using BF = c10::BFloat16;
       if (p.amx) {
-        const auto bits = [](const BF* q) { return reinterpret_cast<const uint16_t*>(q); };
         packed.resize(lora_amx::packed_axpy_elems(sr.count, width));
         auto* pk = reinterpret_cast<uint16_t*>(packed.data());
-        lora_amx::pack_axpy(bits(p.rows.const_data_ptr<BF>() + item.c0), p.rows.stride(0), sr.count, width, pk);
-        lora_amx::outer_rows(bits(p.coef.const_data_ptr<BF>()), p.coef.stride(0), pk, sr.rank, sr.count, width,
+        lora_amx::pack_axpy(bits16(p.rows.const_data_ptr<BF>() + item.c0), p.rows.stride(0), sr.count, width, pk);
+        lora_amx::outer_rows(bits16(p.coef.const_data_ptr<BF>()), p.coef.stride(0), pk, sr.rank, sr.count, width,
                              slot_alpha(job.alpha, sr),
                              reinterpret_cast<uint16_t*>(job.grad.data_ptr<BF>() + sr.slot * R * cols + item.c0), cols);
         continue;
