@@ -37,6 +37,10 @@ using Vec = at::vec::Vectorized<float>;
 constexpr int64_t kVec = Vec::size();
 constexpr int64_t kStep = 2 * kVec;       // elements per inner iteration (one Vectorized<bf16/half>)
 constexpr int64_t kChunk = int64_t{1} << 15;  // elements per parallel task
+// Elements ahead of the update that each stream is prefetched: the loop is bound by the divider (a sqrt and
+// two divisions per vector), which keeps the out-of-order window from reaching far enough ahead to keep
+// memory busy; prefetching 1 KB (fp32) ahead took 16 x 4M fp32 from 41-43 ms to 38-39 ms on 2 cores.
+constexpr int64_t kAhead = 256;
 constexpr int kHyper = 6;                 // lr, beta1, beta2, eps, weight_decay, max_grad_norm
 
 // Loads / stores kStep elements (or the first n < kStep) of T as two float vectors.
@@ -180,6 +184,13 @@ struct Factors {
   float neg_step_size;  // -lr / (1 - beta1^t)
 };
 
+// Prefetches the cache lines of kStep elements at ptr into L1.
+template <typename T>
+C10_ALWAYS_INLINE void prefetch_step(const T* ptr) {
+  const char* c = reinterpret_cast<const char*>(ptr);
+  for (int64_t b = 0; b < kStep * static_cast<int64_t>(sizeof(T)); b += 64) __builtin_prefetch(c + b, 0, 3);
+}
+
 template <typename P, typename M, typename V>
 void update_piece(P* p, const P* g, M* m, V* v, int64_t n, const Factors& f, double* sumsq) {
   const Vec decay(f.decay), clip(f.clip), w(f.lerp_w), w_minus_1(f.lerp_w - 1.f);
@@ -203,6 +214,12 @@ void update_piece(P* p, const P* g, M* m, V* v, int64_t n, const Factors& f, dou
   };
   for (int64_t j = 0; j < n; j += kStep) {
     const int64_t len = std::min(kStep, n - j);
+    if (j + kAhead < n) {
+      prefetch_step(p + j + kAhead);
+      prefetch_step(g + j + kAhead);
+      prefetch_step(m + j + kAhead);
+      prefetch_step(v + j + kAhead);
+    }
     Io<P>::load(p + j, len, p0, p1);
     Io<P>::load(g + j, len, g0, g1);
     Io<M>::load(m + j, len, m0, m1);
