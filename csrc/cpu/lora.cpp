@@ -17,6 +17,7 @@
 #include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
 
+#include "fresh_output.h"
 #include "lora_passes.h"
 
 #include <algorithm>
@@ -190,14 +191,14 @@ bool covers_rows(const std::vector<SlotRows>& plan, int64_t T, int64_t R, bool f
 Tensor row_output(at::IntArrayRef sizes, const at::TensorOptions& options,
                   const std::vector<SlotRows>& plan, int64_t R, bool full_rank) {
   const bool full = covers_rows(plan, sizes[0], R, full_rank);
-  return full ? at::empty(sizes, options) : at::zeros(sizes, options);
+  return full ? cpu::empty_output(sizes, options) : cpu::zeros_output(sizes, options);
 }
 
 // A contiguous [N, R, k] gradient pool whose (slot, row) pairs outside the plan's slots and ranks
 // are zero; the rest is left for the caller to write. Zeroes each maximal gap with one fill.
 Tensor grad_pool(const Tensor& like, const std::vector<SlotRows>& plan) {
   const int64_t N = like.size(0), R = like.size(1);
-  Tensor g = at::empty(like.sizes(), like.options().memory_format(at::MemoryFormat::Contiguous));
+  Tensor g = cpu::empty_output(like.sizes(), like.options());
   if (g.numel() == 0) return g;
   std::vector<int64_t> written(N, 0);
   for (const SlotRows& sr : plan) written[sr.slot] = sr.rank;
@@ -235,7 +236,7 @@ void copy_uncovered_rows(Tensor& dst, const Tensor& base, const std::vector<Slot
 // contiguous tensor whose uncovered rows are copied from y (the kernel writes the others once).
 Tensor expand_output(const Tensor& y, const std::vector<SlotRows>& plan, bool in_place) {
   if (in_place && (y.size(1) <= 1 || y.stride(1) == 1)) return y;
-  Tensor out = at::empty(y.sizes(), y.options().memory_format(at::MemoryFormat::Contiguous));
+  Tensor out = cpu::empty_output(y.sizes(), y.options());
   copy_uncovered_rows(out, y, plan);
   return out;
 }

@@ -202,6 +202,8 @@ class AxpyRows {
     }
   }
   int64_t fmas_per_col() const { return R_; }
+  // Bytes of one slot's weights per output column (all R' rank rows).
+  int64_t weight_bytes_per_col() const { return wp_.size(1) * static_cast<int64_t>(sizeof(T)); }
   void operator()(const RowBlock& blk, int64_t c0, int64_t c1) const {
     const SlotRows& sr = *blk.sr;
     const T* bp = br_.defined() ? br_.const_data_ptr<T>() + blk.row * br_.stride(0) : nullptr;
@@ -248,19 +250,58 @@ void run_dot(const DotRows<T>& dot, const std::vector<RowBlock>& blocks) {
   for_each_tile(blocks, 1, 1, dot.fmas_per_row(), [&](const RowBlock& blk, int64_t, int64_t) { dot(blk); });
 }
 
-// Runs an AxpyRows pass over every block and column chunk of cols.
+// A slot's weights larger than this are not reused from L2 from one row block to the next.
+constexpr int64_t kSlotWeightsInL2 = int64_t{512} << 10;
+// Rows of one slot that share a column chunk of its weights in slot_major_axpy.
+constexpr int64_t kGroupBlocks = 16;
+
+// Runs fn(block, c0, c1) for groups of up to kGroupBlocks consecutive blocks of one slot x column chunks
+// of ~128 KB of weights: each work item walks its group's rows over one chunk, so a slot's weights are
+// read from memory once per group rather than once per block.
+template <typename Fn>
+void slot_major_tiles(const std::vector<RowBlock>& blocks, int64_t cols, int64_t chunk_bytes_per_col,
+                      int64_t fmas, const Fn& fn) {
+  std::vector<std::pair<int64_t, int64_t>> groups;  // [begin, end) into blocks
+  for (int64_t b = 0; b < static_cast<int64_t>(blocks.size());) {
+    int64_t e = b + 1;
+    while (e < static_cast<int64_t>(blocks.size()) && e - b < kGroupBlocks && blocks[e].sr == blocks[b].sr) ++e;
+    groups.emplace_back(b, e);
+    b = e;
+  }
+  const int64_t quantum = 4 * lora_tiles::vector_width();
+  const int64_t fit = (int64_t{128} << 10) / std::max<int64_t>(1, chunk_bytes_per_col);
+  const int64_t col_chunk = std::max(quantum, fit / quantum * quantum);
+  const int64_t chunks = (cols + col_chunk - 1) / col_chunk;
+  const int64_t items = static_cast<int64_t>(groups.size()) * chunks;
+  const int64_t item_fmas = std::max<int64_t>(1, kGroupBlocks * kBlockRows * std::min(cols, col_chunk) * fmas);
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 17) / item_fmas);
+  at::parallel_for(0, items, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t it = begin; it < end; ++it) {
+      const auto [g0, g1] = groups[it / chunks];
+      const int64_t c0 = (it % chunks) * col_chunk;
+      for (int64_t b = g0; b < g1; ++b) fn(blocks[b], c0, std::min(cols, c0 + col_chunk));
+    }
+  });
+}
+
+// Runs an AxpyRows pass over every block and column chunk of cols: row-block items (whole rows while there
+// are enough of them), or, when a slot's weights overflow L2, slot_major_tiles.
 template <typename T>
 void run_axpy(const AxpyRows<T>& axpy, const std::vector<RowBlock>& blocks, int64_t cols) {
+  if (axpy.weight_bytes_per_col() * cols > kSlotWeightsInL2) {
+    slot_major_tiles(blocks, cols, axpy.weight_bytes_per_col(), axpy.fmas_per_col(), axpy);
+    return;
+  }
   for_each_tile(blocks, cols, column_chunk(blocks, cols), axpy.fmas_per_col(), axpy);
 }
 
 // DotRows then AxpyRows on each block, the second reading the first's output rows (h, grad_h) while they
-// are in cache: one pass instead of two when there are enough blocks for whole-row items, else the two
-// passes one after the other.
+// are in cache: one pass instead of two when there are enough blocks for whole-row items and the slot's
+// expand weights stay in L2, else the two passes one after the other.
 template <typename T>
 void run_dot_then_axpy(const DotRows<T>& dot, const AxpyRows<T>& axpy, const std::vector<RowBlock>& blocks,
                        int64_t cols) {
-  if (!whole_rows_suffice(blocks)) {
+  if (!whole_rows_suffice(blocks) || axpy.weight_bytes_per_col() * cols > kSlotWeightsInL2) {
     run_dot(dot, blocks);
     run_axpy(axpy, blocks, cols);
     return;

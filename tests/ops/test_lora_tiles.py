@@ -49,6 +49,9 @@ TILE_CASES = {
     # a slot whose src rows span >= 8 MB (fp32: 1100 rows x 2000 columns): its weight gradients read a
     # contiguous copy of each column chunk
     "weight_grads_long_slot": ([1100, 40], [0, 1], [16, 8], 16, 70, 2000),
+    # a slot's weights over 512 KB (rank 64 x 2100 fp32 for grad_x, x 4200 for the expand, both dtypes):
+    # expand passes run slot-major, groups of up to 16 blocks (300 rows: 16 + 3 blocks) x column chunks
+    "slot_major_expand": ([300, 21, 9], [0, 1, 0], [64, 40], 64, 2100, 4200),
 }
 
 
@@ -59,7 +62,7 @@ def test_tiles_match_formulas(case, dtype):
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-@pytest.mark.parametrize("case", ["rows_15_16_17_33", "one_block_wide", "rank_300"])
+@pytest.mark.parametrize("case", ["rows_15_16_17_33", "one_block_wide", "rank_300", "slot_major_expand"])
 def test_tiles_thread_counts(case, threads):
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -75,11 +78,12 @@ def run_ops(x, y, h, gy, gh, a, b, indptr, seg, rk, sc):
             ops.lora_shrink_backward(gh, x, a, indptr, seg, rk)[0]]
 
 
-@pytest.mark.parametrize("rank", [16, 48])
+@pytest.mark.parametrize("rank, d_in, d_out", [(16, 70, 90), (48, 70, 90), (64, 2100, 4200)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_row_results_do_not_depend_on_the_batch(dtype, rank):
-    """Each row computed alone, as one of 37 rows of its slot, and behind other slots' rows: same bits."""
-    case = ([37, 11], [0, 1], [rank, rank], rank, 70, 90)
+def test_row_results_do_not_depend_on_the_batch(dtype, rank, d_in, d_out):
+    """Each row computed alone, as one of 37 rows of its slot, and behind other slots' rows: same bits (the
+    last shape runs its expand passes slot-major)."""
+    case = ([37, 11], [0, 1], [rank, rank], rank, d_in, d_out)
     x, y, h, gy, gh, a, b, indptr, seg, rk, sc = make(*case, dtype)
     batched = run_ops(x, y, h, gy, gh, a, b, indptr, seg, rk, sc)
     for threads in (1, 2):
