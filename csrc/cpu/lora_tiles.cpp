@@ -50,17 +50,22 @@ struct Io<float> {
   static C10_ALWAYS_INLINE void store(float* p, const Vec& v, int64_t n = W) { v.store(p, n); }
 };
 
-// acc[i][j] = sum_p x[i, p] * w[j, p] for an MR x NR block; sums[i * NR + j] gets the reduced values.
+// acc[i][j] = sum_p x[i, p] * w[j, p] for an MR x NR block, over p in [p0, p1) of k (p0 a multiple of W).
+// Lane l of acc[i][j] sums the p = l (mod W) in increasing p, so a k range split at multiples of W gives
+// the same bits as one pass. partial: null for one pass over all of k; else the block's MR * NR vectors
+// carried between ranges (read unless p0 == 0, written unless p1 == k). At p1 == k, sums[i * NR + j]
+// gets the reduced values.
 template <int MR, int NR, typename T>
-C10_ALWAYS_INLINE void dot_block(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t k, float* sums) {
+C10_ALWAYS_INLINE void dot_block(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t p0, int64_t p1,
+                                 int64_t k, Vec* partial, float* sums) {
   Vec acc[MR][NR];
 #pragma GCC unroll 4
   for (int i = 0; i < MR; ++i) {
 #pragma GCC unroll 4
-    for (int j = 0; j < NR; ++j) acc[i][j] = Vec(0.f);
+    for (int j = 0; j < NR; ++j) acc[i][j] = partial != nullptr && p0 > 0 ? partial[i * NR + j] : Vec(0.f);
   }
-  int64_t p = 0;
-  for (; p + W <= k; p += W) {
+  int64_t p = p0;
+  for (; p + W <= p1; p += W) {
     Vec xv[MR];
 #pragma GCC unroll 4
     for (int i = 0; i < MR; ++i) xv[i] = opaque(Io<T>::load(x + i * ldx + p));
@@ -71,8 +76,8 @@ C10_ALWAYS_INLINE void dot_block(const T* x, int64_t ldx, const T* w, int64_t ld
       for (int i = 0; i < MR; ++i) acc[i][j] = at::vec::fmadd(xv[i], wv, acc[i][j]);
     }
   }
-  if (p < k) {  // masked tail: missing lanes load as 0
-    const int64_t n = k - p;
+  if (p < p1) {  // masked tail (p1 == k): missing lanes load as 0
+    const int64_t n = p1 - p;
     Vec xv[MR];
 #pragma GCC unroll 4
     for (int i = 0; i < MR; ++i) xv[i] = Io<T>::load(x + i * ldx + p, n);
@@ -82,6 +87,14 @@ C10_ALWAYS_INLINE void dot_block(const T* x, int64_t ldx, const T* w, int64_t ld
 #pragma GCC unroll 4
       for (int i = 0; i < MR; ++i) acc[i][j] = at::vec::fmadd(xv[i], wv, acc[i][j]);
     }
+  }
+  if (p1 < k) {
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 4
+      for (int j = 0; j < NR; ++j) partial[i * NR + j] = acc[i][j];
+    }
+    return;
   }
 #pragma GCC unroll 4
   for (int i = 0; i < MR; ++i) {
@@ -132,33 +145,41 @@ C10_ALWAYS_INLINE void dot_block_pairs(const c10::BFloat16* x, int64_t ldx, cons
 constexpr bool kBf16Pairs = false;
 #endif
 
+// dot_block over [p0, p1) of k; bf16 on builds with pair dot instructions takes them (one range only).
 template <int MR, int NR, typename T>
-C10_ALWAYS_INLINE void dot_any(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t k, float* sums) {
+C10_ALWAYS_INLINE void dot_any(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t p0, int64_t p1, int64_t k,
+                               Vec* partial, float* sums) {
 #if defined(CPU_CAPABILITY_AVX512) && defined(__AVX512BF16__)
   if constexpr (std::is_same_v<T, c10::BFloat16>) {
     dot_block_pairs<MR, NR>(x, ldx, w, ldw, k, sums);
     return;
   }
 #endif
-  dot_block<MR, NR>(x, ldx, w, ldw, k, sums);
+  dot_block<MR, NR>(x, ldx, w, ldw, p0, p1, k, partial, sums);
 }
 
-// One block of MR rows: all n dot columns, rounded once into out (zeros up to n_zero).
+// One block of MR rows over [p0, p1) of k: all n dot columns (partial: MR * n vectors carried between
+// ranges, or null for one range). At p1 == k the sums are rounded once into out (zeros up to n_zero).
 template <int MR, typename T>
-void dot_row_block(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t n, int64_t k, float alpha,
-                   T* out, int64_t ldo, int64_t n_zero) {
+void dot_row_block(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t n, int64_t p0, int64_t p1, int64_t k,
+                   Vec* partial, float alpha, T* out, int64_t ldo, int64_t n_zero) {
   float sums[MR * kDotCols];
+  const auto part = [&](int64_t j) { return partial == nullptr ? nullptr : partial + j * MR; };
+  const bool last = p1 == k;
   int64_t j = 0;
   for (; j + kDotCols <= n; j += kDotCols) {
-    dot_any<MR, kDotCols>(x, ldx, w + j * ldw, ldw, k, sums);
+    dot_any<MR, kDotCols>(x, ldx, w + j * ldw, ldw, p0, p1, k, part(j), sums);
+    if (!last) continue;
     for (int i = 0; i < MR; ++i) {
       for (int c = 0; c < kDotCols; ++c) out[i * ldo + j + c] = static_cast<T>(alpha * sums[i * kDotCols + c]);
     }
   }
   for (; j < n; ++j) {
-    dot_any<MR, 1>(x, ldx, w + j * ldw, ldw, k, sums);
+    dot_any<MR, 1>(x, ldx, w + j * ldw, ldw, p0, p1, k, part(j), sums);
+    if (!last) continue;
     for (int i = 0; i < MR; ++i) out[i * ldo + j] = static_cast<T>(alpha * sums[i]);
   }
+  if (!last) return;
   for (int i = 0; i < MR; ++i) {
     std::fill(out + i * ldo + n, out + i * ldo + n_zero, static_cast<T>(0.f));
   }
@@ -322,24 +343,49 @@ void axpy_rows_f32(const T* base, int64_t ldb, const float* hs, int64_t ldhs, co
   axpy_scaled(base, ldb, hs, ldhs, w, ldw, m, r, c0, c1, out, ldo);
 }
 
+// The k range of one pass of dot_rows: all of k while the n weight rows fit in L2 (bf16 on pair dot
+// instructions: always), else ranges of ~256 KB of weights, a multiple of the vector width.
+template <typename T>
+int64_t dot_k_range(int64_t n, int64_t k) {
+  if constexpr (std::is_same_v<T, c10::BFloat16>) {
+    if (kBf16Pairs) return k;
+  }
+  const int64_t bytes_per_k = std::max<int64_t>(1, n) * static_cast<int64_t>(sizeof(T));
+  if (bytes_per_k * k <= (int64_t{512} << 10)) return k;
+  return std::max<int64_t>(4 * W, (int64_t{256} << 10) / bytes_per_k / W * W);
+}
+
 template <typename T>
 void dot_rows(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t m, int64_t n, int64_t k, float alpha,
               T* out, int64_t ldo, int64_t n_zero) {
-  int64_t i = 0;
-  for (; i + kDotRows <= m; i += kDotRows) {
-    dot_row_block<kDotRows>(x + i * ldx, ldx, w, ldw, n, k, alpha, out + i * ldo, ldo, n_zero);
-  }
-  // the last m % kDotRows rows in one block of their own size (kDotRows <= 6)
-  const T* xi = x + i * ldx;
-  T* oi = out + i * ldo;
-  switch (m - i) {
-    case 5: dot_row_block<5>(xi, ldx, w, ldw, n, k, alpha, oi, ldo, n_zero); break;
-    case 4: dot_row_block<4>(xi, ldx, w, ldw, n, k, alpha, oi, ldo, n_zero); break;
-    case 3: dot_row_block<3>(xi, ldx, w, ldw, n, k, alpha, oi, ldo, n_zero); break;
-    case 2: dot_row_block<2>(xi, ldx, w, ldw, n, k, alpha, oi, ldo, n_zero); break;
-    case 1: dot_row_block<1>(xi, ldx, w, ldw, n, k, alpha, oi, ldo, n_zero); break;
-    default: break;
-  }
+  // Weights larger than L2 are swept once per range of k for all m rows (each range then reused from L2 by
+  // every row group) instead of once per row group; partial sums carry the vector accumulators across
+  // ranges, so the results are the same bits.
+  const int64_t kc = std::max<int64_t>(1, dot_k_range<T>(n, k));
+  std::vector<Vec> carry(kc < k ? static_cast<size_t>(m * n) : 0);
+  int64_t p0 = 0;
+  do {  // at least once: k == 0 writes zeros
+    const int64_t p1 = std::min(k, p0 + kc);
+    const auto partial = [&](int64_t i) { return carry.empty() ? nullptr : carry.data() + i * n; };
+    int64_t i = 0;
+    for (; i + kDotRows <= m; i += kDotRows) {
+      dot_row_block<kDotRows>(x + i * ldx, ldx, w, ldw, n, p0, p1, k, partial(i), alpha, out + i * ldo, ldo,
+                              n_zero);
+    }
+    // the last m % kDotRows rows in one block of their own size (kDotRows <= 6)
+    const T* xi = x + i * ldx;
+    T* oi = out + i * ldo;
+    Vec* pi = partial(i);
+    switch (m - i) {
+      case 5: dot_row_block<5>(xi, ldx, w, ldw, n, p0, p1, k, pi, alpha, oi, ldo, n_zero); break;
+      case 4: dot_row_block<4>(xi, ldx, w, ldw, n, p0, p1, k, pi, alpha, oi, ldo, n_zero); break;
+      case 3: dot_row_block<3>(xi, ldx, w, ldw, n, p0, p1, k, pi, alpha, oi, ldo, n_zero); break;
+      case 2: dot_row_block<2>(xi, ldx, w, ldw, n, p0, p1, k, pi, alpha, oi, ldo, n_zero); break;
+      case 1: dot_row_block<1>(xi, ldx, w, ldw, n, p0, p1, k, pi, alpha, oi, ldo, n_zero); break;
+      default: break;
+    }
+    p0 = p1;
+  } while (p0 < k);
 }
 
 template <typename T>

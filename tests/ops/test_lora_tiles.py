@@ -52,6 +52,9 @@ TILE_CASES = {
     # a slot's weights over 512 KB (rank 64 x 2100 fp32 for grad_x, x 4200 for the expand, both dtypes):
     # expand passes run slot-major, groups of up to 16 blocks (300 rows: 16 + 3 blocks) x column chunks
     "slot_major_expand": ([300, 21, 9], [0, 1, 0], [64, 40], 64, 2100, 4200),
+    # dot weights over 512 KB (fp32 / fp16: rank 48 x 2900 for the shrink, x 3000 for grad_h): k is swept in
+    # ranges of ~256 KB of weights (1344 / 2688 of k here) with carried partial sums, ending in a masked tail
+    "dot_k_ranges": ([7, 18, 5], [0, 1, 0], [48, 33], 48, 2900, 3000),
 }
 
 
@@ -62,7 +65,8 @@ def test_tiles_match_formulas(case, dtype):
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-@pytest.mark.parametrize("case", ["rows_15_16_17_33", "one_block_wide", "rank_300", "slot_major_expand"])
+@pytest.mark.parametrize("case", ["rows_15_16_17_33", "one_block_wide", "rank_300", "slot_major_expand",
+                                  "dot_k_ranges"])
 def test_tiles_thread_counts(case, threads):
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -78,11 +82,11 @@ def run_ops(x, y, h, gy, gh, a, b, indptr, seg, rk, sc):
             ops.lora_shrink_backward(gh, x, a, indptr, seg, rk)[0]]
 
 
-@pytest.mark.parametrize("rank, d_in, d_out", [(16, 70, 90), (48, 70, 90), (64, 2100, 4200)])
+@pytest.mark.parametrize("rank, d_in, d_out", [(16, 70, 90), (48, 70, 90), (64, 2100, 4200), (48, 2900, 3000)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_row_results_do_not_depend_on_the_batch(dtype, rank, d_in, d_out):
     """Each row computed alone, as one of 37 rows of its slot, and behind other slots' rows: same bits (the
-    last shape runs its expand passes slot-major)."""
+    last two shapes run their expand passes slot-major and their dots over ranges of k)."""
     case = ([37, 11], [0, 1], [rank, rank], rank, d_in, d_out)
     x, y, h, gy, gh, a, b, indptr, seg, rk, sc = make(*case, dtype)
     batched = run_ops(x, y, h, gy, gh, a, b, indptr, seg, rk, sc)
@@ -109,3 +113,18 @@ def test_expand_inplace_on_strided_rows(dtype):
     assert yt.stride(1) != 1
     ops.lora_expand_(yt, h, b, indptr, seg, rk, sc)
     assert torch.equal(yt, want)
+
+
+@pytest.mark.parametrize("dtype, k", [(torch.float32, 2900), (torch.float16, 6000)], ids=str)
+def test_dot_k_ranges_give_the_one_pass_bits(dtype, k):
+    """A shrink whose weights are swept in ranges of k (rank 48: 557 / 576 KB) equals, bit for bit, the same
+    rows computed from a narrower weight that fits in one pass: the carried partial sums change nothing."""
+    torch.manual_seed(0)
+    x = torch.randn(21, k).to(dtype)
+    a = (torch.randn(1, 48, k) / k**0.5).to(dtype)
+    indptr, seg, rk = torch.tensor([0, 21]), torch.tensor([0]), torch.tensor([48])
+    h = ops.lora_shrink(x, a, indptr, seg, rk)
+    # each rank's column depends only on its own weight row: 8 ranks at a time fit in one pass
+    for r0 in range(0, 48, 8):
+        part = ops.lora_shrink(x, a[:, r0:r0 + 8].contiguous(), indptr, seg, torch.tensor([8]))
+        assert torch.equal(h[:, r0:r0 + 8], part)
