@@ -26,7 +26,7 @@ using Vec = at::vec::Vectorized<float>;
 constexpr int64_t W = Vec::size();
 constexpr bool kWide = W >= 16;  // 32 vector registers (AVX-512) instead of 16
 constexpr int kDotRows = kWide ? 4 : 2, kDotCols = 4;
-constexpr int kAxpyRows = 4, kAxpyVecs = kWide ? 4 : 2;
+constexpr int kAxpyRows = kWide ? 6 : 4, kAxpyVecs = kWide ? 4 : 2;  // 24 / 8 accumulators
 
 template <typename T>
 struct Io {  // bf16 / fp16: widened to fp32 on load, rounded to nearest even on store
@@ -192,9 +192,9 @@ C10_ALWAYS_INLINE void axpy_block(const T* base, int64_t ldb, const float* hs, i
                                   const T* w, int64_t ldw, T* out, int64_t ldo, int64_t c, int64_t tail) {
   Vec acc[MR][NC];
   const bool full = tail == W;
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int v = 0; v < NC; ++v) {
       if (base == nullptr) {
         acc[i][v] = Vec(0.f);
@@ -204,56 +204,60 @@ C10_ALWAYS_INLINE void axpy_block(const T* base, int64_t ldb, const float* hs, i
       }
     }
   }
+#pragma GCC unroll 1
   for (int64_t j = 0; j < r; ++j) {
     Vec wv[NC];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int v = 0; v < NC; ++v) {
       const T* src = w + j * ldw + c + v * W;
       wv[v] = opaque(full ? Io<T>::load(src) : Io<T>::load(src, tail));
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const Vec hv(hs[i * ldhs + j]);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int v = 0; v < NC; ++v) acc[i][v] = at::vec::fmadd(hv, wv[v], acc[i][v]);
     }
   }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int v = 0; v < NC; ++v) Io<T>::store(out + i * ldo + c + v * W, acc[i][v], tail);
   }
 }
 
-// MR rows of out over columns [c0, c1), from MR rows of pre-scaled fp32 coefficients hs (row stride ldhs).
-template <int MR, typename T>
-void axpy_row_block(const T* base, int64_t ldb, const float* hs, int64_t ldhs, const T* w, int64_t ldw,
-                    int64_t r, int64_t c0, int64_t c1, T* out, int64_t ldo) {
-  int64_t c = c0;
-  for (; c + kAxpyVecs * W <= c1; c += kAxpyVecs * W) {
-    axpy_block<MR, kAxpyVecs>(base, ldb, hs, ldhs, r, w, ldw, out, ldo, c, W);
+// All m rows of out over one column block [c, c + NC * W) (or the first `tail` columns of one vector),
+// kAxpyRows rows at a time and the last m % kAxpyRows in one block of their own size.
+template <int NC, typename T>
+void axpy_column_block(const T* base, int64_t ldb, const float* hs, int64_t ldhs, const T* w, int64_t ldw,
+                       int64_t m, int64_t r, T* out, int64_t ldo, int64_t c, int64_t tail) {
+  const auto rows = [&](int64_t i0) { return base == nullptr ? nullptr : base + i0 * ldb; };
+  int64_t i = 0;
+  for (; i + kAxpyRows <= m; i += kAxpyRows) {
+    axpy_block<kAxpyRows, NC>(rows(i), ldb, hs + i * ldhs, ldhs, r, w, ldw, out + i * ldo, ldo, c, tail);
   }
-  for (; c < c1; c += W) axpy_block<MR, 1>(base, ldb, hs, ldhs, r, w, ldw, out, ldo, c, std::min(W, c1 - c));
+  const float* hi = hs + i * ldhs;
+  T* oi = out + i * ldo;
+  switch (m - i) {
+    case 5: axpy_block<5, NC>(rows(i), ldb, hi, ldhs, r, w, ldw, oi, ldo, c, tail); break;
+    case 4: axpy_block<4, NC>(rows(i), ldb, hi, ldhs, r, w, ldw, oi, ldo, c, tail); break;
+    case 3: axpy_block<3, NC>(rows(i), ldb, hi, ldhs, r, w, ldw, oi, ldo, c, tail); break;
+    case 2: axpy_block<2, NC>(rows(i), ldb, hi, ldhs, r, w, ldw, oi, ldo, c, tail); break;
+    case 1: axpy_block<1, NC>(rows(i), ldb, hi, ldhs, r, w, ldw, oi, ldo, c, tail); break;
+    default: break;
+  }
 }
 
 template <typename T>
 void axpy_scaled(const T* base, int64_t ldb, const float* hs, int64_t ldhs, const T* w, int64_t ldw, int64_t m,
                  int64_t r, int64_t c0, int64_t c1, T* out, int64_t ldo) {
-  const auto rows = [&](int64_t i0) { return base == nullptr ? nullptr : base + i0 * ldb; };
-  // Columns in chunks whose r weight rows (~128 KB) stay in L2 while every row group passes over them: a
-  // wide W (rank 64 x 11008 floats is 2.8 MB) is otherwise streamed from L3 once per 4 rows. Chunks start on
-  // whole register blocks, so every element is computed exactly as without them.
+  // Column blocks outermost: a block's r weight rows (rank 64 x 64 floats: 16 KB) stay in L1 while every row
+  // group passes over them. Each element is the same chain of fmas (base, then j = 0..r-1) whatever the
+  // blocking, so the results do not depend on it.
   const int64_t step = kAxpyVecs * W;
-  const int64_t fit = (int64_t{1} << 17) / std::max<int64_t>(1, r * static_cast<int64_t>(sizeof(T)));
-  const int64_t chunk = std::max(step, fit / step * step);
-  for (int64_t cc = c0; cc < c1; cc += chunk) {
-    const int64_t ce = std::min(c1, cc + chunk);
-    int64_t i = 0;
-    for (; i + kAxpyRows <= m; i += kAxpyRows) {
-      axpy_row_block<kAxpyRows>(rows(i), ldb, hs + i * ldhs, ldhs, w, ldw, r, cc, ce, out + i * ldo, ldo);
-    }
-    for (; i < m; ++i) axpy_row_block<1>(rows(i), ldb, hs + i * ldhs, ldhs, w, ldw, r, cc, ce, out + i * ldo, ldo);
-  }
+  int64_t c = c0;
+  for (; c + step <= c1; c += step) axpy_column_block<kAxpyVecs>(base, ldb, hs, ldhs, w, ldw, m, r, out, ldo, c, W);
+  for (; c < c1; c += W) axpy_column_block<1>(base, ldb, hs, ldhs, w, ldw, m, r, out, ldo, c, std::min(W, c1 - c));
 }
 
 #if defined(CPU_CAPABILITY_AVX512) && defined(__AVX512BF16__)

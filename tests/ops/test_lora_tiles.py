@@ -1,9 +1,10 @@
 """The register-blocked row kernels behind the CPU LoRA ops (csrc/cpu/lora_tiles.cpp).
 
 Every op's row side (h = x A^T, y + s h B, grad_h = s grad_y B^T, grad_x = grad_h A) runs in blocks of
-up to 16 rows of one slot, 4 (AVX-512) or 2 (AVX2) rows and 4 dot columns or 2-4 output vectors at a
-time, with masked vector tails, column chunks when there are few row blocks, and several passes for
-ranks over 256. These cases sit on and around each of those boundaries; the reference is the float32
+up to 16 rows of one slot: dots 4 (AVX-512) or 2 (AVX2) rows x 4 columns at a time, expands 6 or 4 rows x
+4 or 2 output vectors (then the 1-5 remaining rows in one block), with masked vector tails, column chunks
+when there are few row blocks or a slot's weights overflow L2, ranges of k for large dot weights, and
+several passes for ranks over 256. These cases sit on and around each of those boundaries; the reference is the float32
 per-segment formulas of tests/ops/test_lora_fast_paths.py (NaN-primed outputs). Bit-level checks: a
 row's result does not depend on the other rows in the call (batch invariance), on where a block
 boundary falls, or on the thread count.
@@ -22,6 +23,8 @@ ops = torch.ops.mint
 TILE_CASES = {
     # rows per slot around the 4-row register block and the 16-row work block
     "rows_1_3_4_5": ([1, 3, 4, 5], [0, 1, 2, 3], [16] * 4, 16, 48, 64),
+    # around the 6-row expand block: 2, 6, 7, 11, 12, 13 rows
+    "rows_2_6_7_11_12_13": ([2, 6, 7, 11, 12, 13], [0, 1, 2, 3, 0, 1], [16] * 4, 16, 40, 70),
     "rows_15_16_17_33": ([15, 16, 17, 33], [0, 1, 2, 3], [8] * 4, 8, 32, 32),
     # k (in) around the vector width: 1, 15, 17 and a long masked tail
     "k_1": ([6, 5], [0, 1], [4, 4], 4, 1, 20),
@@ -42,8 +45,7 @@ TILE_CASES = {
     "rank_48_row_tails": ([6, 8, 9, 14, 1, 23], [0, 1, 0, 1, 2, 2], [48, 40, 20], 48, 31, 20),
     # one slot, few rows, wide output: the output columns are split into chunks across threads
     "one_block_wide": ([3], [0], [16], 16, 64, 1000),
-    # outputs wider than one L2-sized column chunk of the expand (rank 64: 512 fp32 / 1024 bf16 columns;
-    # rank 16: 2048 / 4096), ending in a partial vector
+    # wide outputs with few row blocks (split into column chunks across threads), ending in a partial vector
     "wide_rank_64_column_chunks": ([9, 21], [0, 1], [64, 60], 64, 40, 1100),
     "wide_rank_16_column_chunks": ([5, 18], [0, 1], [16, 16], 16, 24, 4200),
     # a slot whose src rows span >= 8 MB (fp32: 1100 rows x 2000 columns): its weight gradients read a
