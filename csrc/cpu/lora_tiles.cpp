@@ -25,7 +25,8 @@ namespace {
 using Vec = at::vec::Vectorized<float>;
 constexpr int64_t W = Vec::size();
 constexpr bool kWide = W >= 16;  // 32 vector registers (AVX-512) instead of 16
-constexpr int kDotRows = kWide ? 4 : 2, kDotCols = 4;
+// dots: MR x NR accumulators + NR weight vectors + 1 row vector (28 / 13 registers)
+constexpr int kDotRows = kWide ? 8 : 2, kDotCols = kWide ? 3 : 4;
 constexpr int kAxpyRows = kWide ? 6 : 4, kAxpyVecs = kWide ? 4 : 2;  // 24 / 8 accumulators
 
 template <typename T>
@@ -59,46 +60,47 @@ template <int MR, int NR, typename T>
 C10_ALWAYS_INLINE void dot_block(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t p0, int64_t p1,
                                  int64_t k, Vec* partial, float* sums) {
   Vec acc[MR][NR];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) acc[i][j] = partial != nullptr && p0 > 0 ? partial[i * NR + j] : Vec(0.f);
   }
   int64_t p = p0;
+  // the NR weight vectors stay in registers while each row's vector is loaded once and used NR times
   for (; p + W <= p1; p += W) {
-    Vec xv[MR];
-#pragma GCC unroll 4
-    for (int i = 0; i < MR; ++i) xv[i] = opaque(Io<T>::load(x + i * ldx + p));
-#pragma GCC unroll 4
-    for (int j = 0; j < NR; ++j) {
-      const Vec wv = opaque(Io<T>::load(w + j * ldw + p));
-#pragma GCC unroll 4
-      for (int i = 0; i < MR; ++i) acc[i][j] = at::vec::fmadd(xv[i], wv, acc[i][j]);
+    Vec wv[NR];
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) wv[j] = opaque(Io<T>::load(w + j * ldw + p));
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const Vec xv = opaque(Io<T>::load(x + i * ldx + p));
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j) acc[i][j] = at::vec::fmadd(xv, wv[j], acc[i][j]);
     }
   }
   if (p < p1) {  // masked tail (p1 == k): missing lanes load as 0
     const int64_t n = p1 - p;
-    Vec xv[MR];
-#pragma GCC unroll 4
-    for (int i = 0; i < MR; ++i) xv[i] = Io<T>::load(x + i * ldx + p, n);
-#pragma GCC unroll 4
-    for (int j = 0; j < NR; ++j) {
-      const Vec wv = Io<T>::load(w + j * ldw + p, n);
-#pragma GCC unroll 4
-      for (int i = 0; i < MR; ++i) acc[i][j] = at::vec::fmadd(xv[i], wv, acc[i][j]);
+    Vec wv[NR];
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) wv[j] = Io<T>::load(w + j * ldw + p, n);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const Vec xv = Io<T>::load(x + i * ldx + p, n);
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j) acc[i][j] = at::vec::fmadd(xv, wv[j], acc[i][j]);
     }
   }
   if (p1 < k) {
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int j = 0; j < NR; ++j) partial[i * NR + j] = acc[i][j];
     }
     return;
   }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) {
       sums[i * NR + j] = at::vec::vec_reduce_all<float>([](Vec a, Vec b) { return a + b; }, acc[i][j]);
     }
@@ -118,26 +120,26 @@ template <int MR, int NR>
 C10_ALWAYS_INLINE void dot_block_pairs(const c10::BFloat16* x, int64_t ldx, const c10::BFloat16* w, int64_t ldw,
                                        int64_t k, float* sums) {
   __m512 acc[MR][NR];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
   }
   for (int64_t p = 0; p < k; p += 32) {
     const __mmask32 mask = k - p >= 32 ? ~__mmask32{0} : static_cast<__mmask32>((uint64_t{1} << (k - p)) - 1);
-    __m512bh xv[MR];
-#pragma GCC unroll 4
-    for (int i = 0; i < MR; ++i) xv[i] = load_pairs(x + i * ldx + p, mask);
-#pragma GCC unroll 4
-    for (int j = 0; j < NR; ++j) {
-      const __m512bh wv = load_pairs(w + j * ldw + p, mask);
-#pragma GCC unroll 4
-      for (int i = 0; i < MR; ++i) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv[i], wv);
+    __m512bh wv[NR];
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; ++j) wv[j] = load_pairs(w + j * ldw + p, mask);
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const __m512bh xv = load_pairs(x + i * ldx + p, mask);
+#pragma GCC unroll 8
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
     }
   }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int j = 0; j < NR; ++j) sums[i * NR + j] = _mm512_reduce_add_ps(acc[i][j]);
   }
 }
@@ -174,7 +176,7 @@ void dot_row_block(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t n, 
       for (int c = 0; c < kDotCols; ++c) out[i * ldo + j + c] = static_cast<T>(alpha * sums[i * kDotCols + c]);
     }
   }
-  for (; j < n; ++j) {
+  for (; j < n; ++j) {  // the last n % kDotCols columns one at a time
     dot_any<MR, 1>(x, ldx, w + j * ldw, ldw, p0, p1, k, part(j), sums);
     if (!last) continue;
     for (int i = 0; i < MR; ++i) out[i * ldo + j] = static_cast<T>(alpha * sums[i]);
@@ -348,7 +350,8 @@ void axpy_rows_f32(const T* base, int64_t ldb, const float* hs, int64_t ldhs, co
 }
 
 // The k range of one pass of dot_rows: all of k while the n weight rows fit in L2 (bf16 on pair dot
-// instructions: always), else ranges of ~256 KB of weights, a multiple of the vector width.
+// instructions: always), else ranges of ~256 KB of weights, a multiple of the vector width. (Ranges sized
+// for L1 instead, ~16 KB of a row group's x, measured no faster: the loop is bound by the FMA ports.)
 template <typename T>
 int64_t dot_k_range(int64_t n, int64_t k) {
   if constexpr (std::is_same_v<T, c10::BFloat16>) {
@@ -366,21 +369,24 @@ void dot_rows(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t m, int64
   // every row group) instead of once per row group; partial sums carry the vector accumulators across
   // ranges, so the results are the same bits.
   const int64_t kc = std::max<int64_t>(1, dot_k_range<T>(n, k));
-  std::vector<Vec> carry(kc < k ? static_cast<size_t>(m * n) : 0);
+  thread_local std::vector<Vec> carry;
+  if (kc < k && carry.size() < static_cast<size_t>(m * n)) carry.resize(static_cast<size_t>(m * n));
   int64_t p0 = 0;
   do {  // at least once: k == 0 writes zeros
     const int64_t p1 = std::min(k, p0 + kc);
-    const auto partial = [&](int64_t i) { return carry.empty() ? nullptr : carry.data() + i * n; };
+    const auto partial = [&](int64_t i) { return kc < k ? carry.data() + i * n : nullptr; };
     int64_t i = 0;
     for (; i + kDotRows <= m; i += kDotRows) {
       dot_row_block<kDotRows>(x + i * ldx, ldx, w, ldw, n, p0, p1, k, partial(i), alpha, out + i * ldo, ldo,
                               n_zero);
     }
-    // the last m % kDotRows rows in one block of their own size (kDotRows <= 6)
+    // the last m % kDotRows rows in one block of their own size (kDotRows <= 8)
     const T* xi = x + i * ldx;
     T* oi = out + i * ldo;
     Vec* pi = partial(i);
     switch (m - i) {
+      case 7: dot_row_block<7>(xi, ldx, w, ldw, n, p0, p1, k, pi, alpha, oi, ldo, n_zero); break;
+      case 6: dot_row_block<6>(xi, ldx, w, ldw, n, p0, p1, k, pi, alpha, oi, ldo, n_zero); break;
       case 5: dot_row_block<5>(xi, ldx, w, ldw, n, p0, p1, k, pi, alpha, oi, ldo, n_zero); break;
       case 4: dot_row_block<4>(xi, ldx, w, ldw, n, p0, p1, k, pi, alpha, oi, ldo, n_zero); break;
       case 3: dot_row_block<3>(xi, ldx, w, ldw, n, p0, p1, k, pi, alpha, oi, ldo, n_zero); break;

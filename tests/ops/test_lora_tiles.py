@@ -1,7 +1,7 @@
 """The register-blocked row kernels behind the CPU LoRA ops (csrc/cpu/lora_tiles.cpp).
 
 Every op's row side (h = x A^T, y + s h B, grad_h = s grad_y B^T, grad_x = grad_h A) runs in blocks of
-up to 16 rows of one slot: dots 4 (AVX-512) or 2 (AVX2) rows x 4 columns at a time, expands 6 or 4 rows x
+up to 16 rows of one slot: dots 8 (AVX-512) or 2 (AVX2) rows x 3 or 4 columns at a time, expands 6 or 4 rows x
 4 or 2 output vectors (then the 1-5 remaining rows in one block), with masked vector tails, column chunks
 when there are few row blocks or a slot's weights overflow L2, ranges of k for large dot weights, and
 several passes for ranks over 256. These cases sit on and around each of those boundaries; the reference is the float32
@@ -21,7 +21,7 @@ ops = torch.ops.mint
 
 # (segment lengths, slot per segment, rank per slot, R, in, out)
 TILE_CASES = {
-    # rows per slot around the 4-row register block and the 16-row work block
+    # rows per slot around the 4- and 8-row register blocks and the 16-row work block
     "rows_1_3_4_5": ([1, 3, 4, 5], [0, 1, 2, 3], [16] * 4, 16, 48, 64),
     # around the 6-row expand block: 2, 6, 7, 11, 12, 13 rows
     "rows_2_6_7_11_12_13": ([2, 6, 7, 11, 12, 13], [0, 1, 2, 3, 0, 1], [16] * 4, 16, 40, 70),
@@ -130,3 +130,21 @@ def test_dot_k_ranges_give_the_one_pass_bits(dtype, k):
     for r0 in range(0, 48, 8):
         part = ops.lora_shrink(x, a[:, r0:r0 + 8].contiguous(), indptr, seg, torch.tensor([8]))
         assert torch.equal(h[:, r0:r0 + 8], part)
+
+
+@pytest.mark.parametrize("dtype, k, tail", [(torch.float32, 2900, 500), (torch.float16, 6000, 1008)], ids=str)
+def test_dot_k_ranges_carry_one_chain(dtype, k, tail):
+    """The same shrink with x zero before its last `tail` elements equals, bit for bit, one pass over those
+    elements alone: zero products add exact zeros, and the tail starts at a multiple of the vector width
+    (lanes line up) and crosses a range boundary (fp32 at 2720, fp16 at 5440), so the carried partial
+    sums must continue one chain per lane, not sum the ranges' results."""
+    torch.manual_seed(1)
+    x = torch.randn(21, k).to(dtype)
+    x[:, :k - tail] = 0
+    a = (torch.randn(1, 48, k) / tail**0.5).to(dtype)
+    indptr, seg, rk = torch.tensor([0, 21]), torch.tensor([0]), torch.tensor([48])
+    h = ops.lora_shrink(x, a, indptr, seg, rk)
+    one_pass = ops.lora_shrink(x[:, k - tail:].contiguous(), a[:, :, k - tail:].contiguous(), indptr, seg, rk)
+    assert torch.equal(h, one_pass)
+    want = (x.double() @ a[0].double().T).to(dtype)
+    torch.testing.assert_close(h, want, rtol=2e-3 if dtype == torch.float16 else 1e-5, atol=1e-3)
