@@ -189,7 +189,10 @@ void dot_row_block(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t n, 
 
 // out[i, c..c + NC*W) (or the first `tail` elements of one vector when NC == 1 and tail < W)
 // = base + sum_j hs[i * ldhs + j] * w[j, ...], hs already scaled.
-template <int MR, int NC, typename T>
+// Ahead: also prefetch each weight row's next NC vectors (the next column block), which the first row group
+// of a column block requests while its own weights stream in (rows 2-44 KB apart are separate streams the
+// hardware prefetchers pick up late).
+template <int MR, int NC, bool Ahead = false, typename T>
 C10_ALWAYS_INLINE void axpy_block(const T* base, int64_t ldb, const float* hs, int64_t ldhs, int64_t r,
                                   const T* w, int64_t ldw, T* out, int64_t ldo, int64_t c, int64_t tail) {
   Vec acc[MR][NC];
@@ -208,6 +211,12 @@ C10_ALWAYS_INLINE void axpy_block(const T* base, int64_t ldb, const float* hs, i
   }
 #pragma GCC unroll 1
   for (int64_t j = 0; j < r; ++j) {
+    if constexpr (Ahead) {
+      constexpr int64_t kLines = NC * W * static_cast<int64_t>(sizeof(T)) / 64;
+      const char* next = reinterpret_cast<const char*>(w + j * ldw + c + NC * W);
+#pragma GCC unroll 8
+      for (int64_t l = 0; l < kLines; ++l) __builtin_prefetch(next + 64 * l);
+    }
     Vec wv[NC];
 #pragma GCC unroll 8
     for (int v = 0; v < NC; ++v) {
@@ -230,11 +239,16 @@ C10_ALWAYS_INLINE void axpy_block(const T* base, int64_t ldb, const float* hs, i
 
 // All m rows of out over one column block [c, c + NC * W) (or the first `tail` columns of one vector),
 // kAxpyRows rows at a time and the last m % kAxpyRows in one block of their own size.
+// ahead: the first row group prefetches the next column block's weights.
 template <int NC, typename T>
 void axpy_column_block(const T* base, int64_t ldb, const float* hs, int64_t ldhs, const T* w, int64_t ldw,
-                       int64_t m, int64_t r, T* out, int64_t ldo, int64_t c, int64_t tail) {
+                       int64_t m, int64_t r, T* out, int64_t ldo, int64_t c, int64_t tail, bool ahead = false) {
   const auto rows = [&](int64_t i0) { return base == nullptr ? nullptr : base + i0 * ldb; };
   int64_t i = 0;
+  if (ahead && m >= kAxpyRows) {
+    axpy_block<kAxpyRows, NC, true>(rows(0), ldb, hs, ldhs, r, w, ldw, out, ldo, c, tail);
+    i = kAxpyRows;
+  }
   for (; i + kAxpyRows <= m; i += kAxpyRows) {
     axpy_block<kAxpyRows, NC>(rows(i), ldb, hs + i * ldhs, ldhs, r, w, ldw, out + i * ldo, ldo, c, tail);
   }
@@ -258,7 +272,9 @@ void axpy_scaled(const T* base, int64_t ldb, const float* hs, int64_t ldhs, cons
   // blocking, so the results do not depend on it.
   const int64_t step = kAxpyVecs * W;
   int64_t c = c0;
-  for (; c + step <= c1; c += step) axpy_column_block<kAxpyVecs>(base, ldb, hs, ldhs, w, ldw, m, r, out, ldo, c, W);
+  for (; c + step <= c1; c += step) {
+    axpy_column_block<kAxpyVecs>(base, ldb, hs, ldhs, w, ldw, m, r, out, ldo, c, W, c + 2 * step <= c1);
+  }
   for (; c < c1; c += W) axpy_column_block<1>(base, ldb, hs, ldhs, w, ldw, m, r, out, ldo, c, std::min(W, c1 - c));
 }
 
