@@ -56,7 +56,9 @@ struct Io<float> {
 // the same bits as one pass. partial: null for one pass over all of k; else the block's MR * NR vectors
 // carried between ranges (read unless p0 == 0, written unless p1 == k). At p1 == k, sums[i * NR + j]
 // gets the reduced values.
-template <int MR, int NR, typename T>
+// Ahead: prefetch each weight row ~2 KB ahead (weights streamed from memory rather than reused from L2; on
+// L2-resident weights the extra instructions cost ~5%).
+template <int MR, int NR, bool Ahead, typename T>
 C10_ALWAYS_INLINE void dot_block(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t p0, int64_t p1,
                                  int64_t k, Vec* partial, float* sums) {
   Vec acc[MR][NR];
@@ -70,7 +72,10 @@ C10_ALWAYS_INLINE void dot_block(const T* x, int64_t ldx, const T* w, int64_t ld
   for (; p + W <= p1; p += W) {
     Vec wv[NR];
 #pragma GCC unroll 8
-    for (int j = 0; j < NR; ++j) wv[j] = opaque(Io<T>::load(w + j * ldw + p));
+    for (int j = 0; j < NR; ++j) {
+      if constexpr (Ahead) __builtin_prefetch(w + j * ldw + p + 2048 / static_cast<int64_t>(sizeof(T)));
+      wv[j] = opaque(Io<T>::load(w + j * ldw + p));
+    }
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const Vec xv = opaque(Io<T>::load(x + i * ldx + p));
@@ -148,7 +153,7 @@ constexpr bool kBf16Pairs = false;
 #endif
 
 // dot_block over [p0, p1) of k; bf16 on builds with pair dot instructions takes them (one range only).
-template <int MR, int NR, typename T>
+template <int MR, int NR, bool Ahead, typename T>
 C10_ALWAYS_INLINE void dot_any(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t p0, int64_t p1, int64_t k,
                                Vec* partial, float* sums) {
 #if defined(CPU_CAPABILITY_AVX512) && defined(__AVX512BF16__)
@@ -157,12 +162,12 @@ C10_ALWAYS_INLINE void dot_any(const T* x, int64_t ldx, const T* w, int64_t ldw,
     return;
   }
 #endif
-  dot_block<MR, NR>(x, ldx, w, ldw, p0, p1, k, partial, sums);
+  dot_block<MR, NR, Ahead>(x, ldx, w, ldw, p0, p1, k, partial, sums);
 }
 
 // One block of MR rows over [p0, p1) of k: all n dot columns (partial: MR * n vectors carried between
 // ranges, or null for one range). At p1 == k the sums are rounded once into out (zeros up to n_zero).
-template <int MR, typename T>
+template <int MR, bool Ahead, typename T>
 void dot_row_block(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t n, int64_t p0, int64_t p1, int64_t k,
                    Vec* partial, float alpha, T* out, int64_t ldo, int64_t n_zero) {
   float sums[MR * kDotCols];
@@ -170,14 +175,14 @@ void dot_row_block(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t n, 
   const bool last = p1 == k;
   int64_t j = 0;
   for (; j + kDotCols <= n; j += kDotCols) {
-    dot_any<MR, kDotCols>(x, ldx, w + j * ldw, ldw, p0, p1, k, part(j), sums);
+    dot_any<MR, kDotCols, Ahead>(x, ldx, w + j * ldw, ldw, p0, p1, k, part(j), sums);
     if (!last) continue;
     for (int i = 0; i < MR; ++i) {
       for (int c = 0; c < kDotCols; ++c) out[i * ldo + j + c] = static_cast<T>(alpha * sums[i * kDotCols + c]);
     }
   }
   for (; j < n; ++j) {  // the last n % kDotCols columns one at a time
-    dot_any<MR, 1>(x, ldx, w + j * ldw, ldw, p0, p1, k, part(j), sums);
+    dot_any<MR, 1, Ahead>(x, ldx, w + j * ldw, ldw, p0, p1, k, part(j), sums);
     if (!last) continue;
     for (int i = 0; i < MR; ++i) out[i * ldo + j] = static_cast<T>(alpha * sums[i]);
   }
@@ -245,9 +250,15 @@ void axpy_column_block(const T* base, int64_t ldb, const float* hs, int64_t ldhs
                        int64_t m, int64_t r, T* out, int64_t ldo, int64_t c, int64_t tail, bool ahead = false) {
   const auto rows = [&](int64_t i0) { return base == nullptr ? nullptr : base + i0 * ldb; };
   int64_t i = 0;
-  if (ahead && m >= kAxpyRows) {
+  if (ahead && m >= kAxpyRows) {  // the first row group prefetches the next block's weights as it goes
     axpy_block<kAxpyRows, NC, true>(rows(0), ldb, hs, ldhs, r, w, ldw, out, ldo, c, tail);
     i = kAxpyRows;
+  } else if (ahead) {  // fewer rows than one group (memory-bound): all of them up front
+    constexpr int64_t kLines = NC * W * static_cast<int64_t>(sizeof(T)) / 64;
+    for (int64_t j = 0; j < r; ++j) {
+      const char* next = reinterpret_cast<const char*>(w + j * ldw + c + NC * W);
+      for (int64_t l = 0; l < kLines; ++l) __builtin_prefetch(next + 64 * l);
+    }
   }
   for (; i + kAxpyRows <= m; i += kAxpyRows) {
     axpy_block<kAxpyRows, NC>(rows(i), ldb, hs + i * ldhs, ldhs, r, w, ldw, out + i * ldo, ldo, c, tail);
@@ -378,37 +389,49 @@ int64_t dot_k_range(int64_t n, int64_t k) {
   return std::max<int64_t>(4 * W, (int64_t{256} << 10) / bytes_per_k / W * W);
 }
 
+// dot_rows over one range of k for every row group.
+template <bool Ahead, typename T>
+void dot_rows_range(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t m, int64_t n, int64_t p0, int64_t p1,
+                    int64_t k, Vec* carry, float alpha, T* out, int64_t ldo, int64_t n_zero) {
+  const auto partial = [&](int64_t i) { return carry == nullptr ? nullptr : carry + i * n; };
+  int64_t i = 0;
+  for (; i + kDotRows <= m; i += kDotRows) {
+    dot_row_block<kDotRows, Ahead>(x + i * ldx, ldx, w, ldw, n, p0, p1, k, partial(i), alpha, out + i * ldo, ldo,
+                                   n_zero);
+  }
+  // the last m % kDotRows rows in one block of their own size (kDotRows <= 8)
+  const T* xi = x + i * ldx;
+  T* oi = out + i * ldo;
+  Vec* pi = partial(i);
+  switch (m - i) {
+    case 7: dot_row_block<7, Ahead>(xi, ldx, w, ldw, n, p0, p1, k, pi, alpha, oi, ldo, n_zero); break;
+    case 6: dot_row_block<6, Ahead>(xi, ldx, w, ldw, n, p0, p1, k, pi, alpha, oi, ldo, n_zero); break;
+    case 5: dot_row_block<5, Ahead>(xi, ldx, w, ldw, n, p0, p1, k, pi, alpha, oi, ldo, n_zero); break;
+    case 4: dot_row_block<4, Ahead>(xi, ldx, w, ldw, n, p0, p1, k, pi, alpha, oi, ldo, n_zero); break;
+    case 3: dot_row_block<3, Ahead>(xi, ldx, w, ldw, n, p0, p1, k, pi, alpha, oi, ldo, n_zero); break;
+    case 2: dot_row_block<2, Ahead>(xi, ldx, w, ldw, n, p0, p1, k, pi, alpha, oi, ldo, n_zero); break;
+    case 1: dot_row_block<1, Ahead>(xi, ldx, w, ldw, n, p0, p1, k, pi, alpha, oi, ldo, n_zero); break;
+    default: break;
+  }
+}
+
 template <typename T>
 void dot_rows(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t m, int64_t n, int64_t k, float alpha,
               T* out, int64_t ldo, int64_t n_zero) {
   // Weights larger than L2 are swept once per range of k for all m rows (each range then reused from L2 by
-  // every row group) instead of once per row group; partial sums carry the vector accumulators across
-  // ranges, so the results are the same bits.
+  // every row group) instead of once per row group, and prefetched as they stream in; partial sums carry
+  // the vector accumulators across ranges, so the results are the same bits.
   const int64_t kc = std::max<int64_t>(1, dot_k_range<T>(n, k));
   thread_local std::vector<Vec> carry;
   if (kc < k && carry.size() < static_cast<size_t>(m * n)) carry.resize(static_cast<size_t>(m * n));
+  Vec* cp = kc < k ? carry.data() : nullptr;
   int64_t p0 = 0;
   do {  // at least once: k == 0 writes zeros
     const int64_t p1 = std::min(k, p0 + kc);
-    const auto partial = [&](int64_t i) { return kc < k ? carry.data() + i * n : nullptr; };
-    int64_t i = 0;
-    for (; i + kDotRows <= m; i += kDotRows) {
-      dot_row_block<kDotRows>(x + i * ldx, ldx, w, ldw, n, p0, p1, k, partial(i), alpha, out + i * ldo, ldo,
-                              n_zero);
-    }
-    // the last m % kDotRows rows in one block of their own size (kDotRows <= 8)
-    const T* xi = x + i * ldx;
-    T* oi = out + i * ldo;
-    Vec* pi = partial(i);
-    switch (m - i) {
-      case 7: dot_row_block<7>(xi, ldx, w, ldw, n, p0, p1, k, pi, alpha, oi, ldo, n_zero); break;
-      case 6: dot_row_block<6>(xi, ldx, w, ldw, n, p0, p1, k, pi, alpha, oi, ldo, n_zero); break;
-      case 5: dot_row_block<5>(xi, ldx, w, ldw, n, p0, p1, k, pi, alpha, oi, ldo, n_zero); break;
-      case 4: dot_row_block<4>(xi, ldx, w, ldw, n, p0, p1, k, pi, alpha, oi, ldo, n_zero); break;
-      case 3: dot_row_block<3>(xi, ldx, w, ldw, n, p0, p1, k, pi, alpha, oi, ldo, n_zero); break;
-      case 2: dot_row_block<2>(xi, ldx, w, ldw, n, p0, p1, k, pi, alpha, oi, ldo, n_zero); break;
-      case 1: dot_row_block<1>(xi, ldx, w, ldw, n, p0, p1, k, pi, alpha, oi, ldo, n_zero); break;
-      default: break;
+    if (kc < k) {
+      dot_rows_range<true>(x, ldx, w, ldw, m, n, p0, p1, k, cp, alpha, out, ldo, n_zero);
+    } else {
+      dot_rows_range<false>(x, ldx, w, ldw, m, n, p0, p1, k, cp, alpha, out, ldo, n_zero);
     }
     p0 = p1;
   } while (p0 < k);
