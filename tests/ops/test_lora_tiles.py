@@ -1,7 +1,7 @@
 """The register-blocked row kernels behind the CPU LoRA ops (csrc/cpu/lora_tiles.cpp).
 
 Every op's row side (h = x A^T, y + s h B, grad_h = s grad_y B^T, grad_x = grad_h A) runs in blocks of
-up to 16 rows of one slot: dots 8 (AVX-512) or 2 (AVX2) rows x 3 or 4 columns at a time, expands 6 or 4 rows x
+up to 16 rows of one slot: dots 6 (AVX-512) or 2 (AVX2) rows x 4 columns at a time, expands 6 or 4 rows x
 4 or 2 output vectors (then the 1-5 remaining rows in one block), with masked vector tails, column chunks
 when there are few row blocks or a slot's weights overflow L2, ranges of k for large dot weights, and
 several passes for ranks over 256. These cases sit on and around each of those boundaries; the reference is the float32
@@ -21,7 +21,7 @@ ops = torch.ops.mint
 
 # (segment lengths, slot per segment, rank per slot, R, in, out)
 TILE_CASES = {
-    # rows per slot around the 4- and 8-row register blocks and the 16-row work block
+    # rows per slot around the register blocks and the 16-row work block
     "rows_1_3_4_5": ([1, 3, 4, 5], [0, 1, 2, 3], [16] * 4, 16, 48, 64),
     # around the 6-row expand block: 2, 6, 7, 11, 12, 13 rows
     "rows_2_6_7_11_12_13": ([2, 6, 7, 11, 12, 13], [0, 1, 2, 3, 0, 1], [16] * 4, 16, 40, 70),
