@@ -193,11 +193,19 @@ void dot_row_block(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t n, 
   }
 }
 
+// Prefetches weight row j's NC vectors of the column block after the one at c (rows 2-44 KB apart are
+// separate streams that the hardware prefetchers pick up late).
+template <int NC, typename T>
+C10_ALWAYS_INLINE void prefetch_next_block(const T* w, int64_t ldw, int64_t j, int64_t c) {
+  constexpr int64_t kLines = NC * W * static_cast<int64_t>(sizeof(T)) / 64;
+  const char* next = reinterpret_cast<const char*>(w + j * ldw + c + NC * W);
+#pragma GCC unroll 8
+  for (int64_t l = 0; l < kLines; ++l) __builtin_prefetch(next + 64 * l);
+}
+
 // out[i, c..c + NC*W) (or the first `tail` elements of one vector when NC == 1 and tail < W)
-// = base + sum_j hs[i * ldhs + j] * w[j, ...], hs already scaled.
-// Ahead: also prefetch each weight row's next NC vectors (the next column block), which the first row group
-// of a column block requests while its own weights stream in (rows 2-44 KB apart are separate streams the
-// hardware prefetchers pick up late).
+// = base + sum_j hs[i * ldhs + j] * w[j, ...], hs already scaled. Ahead: also prefetch the next column
+// block's weights, one rank row per step.
 template <int MR, int NC, bool Ahead = false, typename T>
 C10_ALWAYS_INLINE void axpy_block(const T* base, int64_t ldb, const float* hs, int64_t ldhs, int64_t r,
                                   const T* w, int64_t ldw, T* out, int64_t ldo, int64_t c, int64_t tail) {
@@ -217,12 +225,7 @@ C10_ALWAYS_INLINE void axpy_block(const T* base, int64_t ldb, const float* hs, i
   }
 #pragma GCC unroll 1
   for (int64_t j = 0; j < r; ++j) {
-    if constexpr (Ahead) {
-      constexpr int64_t kLines = NC * W * static_cast<int64_t>(sizeof(T)) / 64;
-      const char* next = reinterpret_cast<const char*>(w + j * ldw + c + NC * W);
-#pragma GCC unroll 8
-      for (int64_t l = 0; l < kLines; ++l) __builtin_prefetch(next + 64 * l);
-    }
+    if constexpr (Ahead) prefetch_next_block<NC>(w, ldw, j, c);
     Vec wv[NC];
 #pragma GCC unroll 8
     for (int v = 0; v < NC; ++v) {
@@ -255,11 +258,7 @@ void axpy_column_block(const T* base, int64_t ldb, const float* hs, int64_t ldhs
     axpy_block<kAxpyRows, NC, true>(rows(0), ldb, hs, ldhs, r, w, ldw, out, ldo, c, tail);
     i = kAxpyRows;
   } else if (ahead) {  // fewer rows than one group (memory-bound): all of them up front
-    constexpr int64_t kLines = NC * W * static_cast<int64_t>(sizeof(T)) / 64;
-    for (int64_t j = 0; j < r; ++j) {
-      const char* next = reinterpret_cast<const char*>(w + j * ldw + c + NC * W);
-      for (int64_t l = 0; l < kLines; ++l) __builtin_prefetch(next + 64 * l);
-    }
+    for (int64_t j = 0; j < r; ++j) prefetch_next_block<NC>(w, ldw, j, c);
   }
   for (; i + kAxpyRows <= m; i += kAxpyRows) {
     axpy_block<kAxpyRows, NC>(rows(i), ldb, hs + i * ldhs, ldhs, r, w, ldw, out + i * ldo, ldo, c, tail);
@@ -379,7 +378,8 @@ void axpy_rows_f32(const T* base, int64_t ldb, const float* hs, int64_t ldhs, co
 
 // The k range of one pass of dot_rows: all of k while the n weight rows fit in L2 (bf16 on pair dot
 // instructions: always), else ranges of ~256 KB of weights, a multiple of the vector width. (Ranges sized
-// for L1 instead, ~16 KB of a row group's x, measured no faster: the loop is bound by the FMA ports.)
+// for L1 instead, ~16 KB of a row group's x, measured no faster: the loop is bound by its load / FMA mix,
+// not by where the operands come from.)
 template <typename T>
 int64_t dot_k_range(int64_t n, int64_t k) {
   if constexpr (std::is_same_v<T, c10::BFloat16>) {
@@ -400,13 +400,12 @@ void dot_rows_range(const T* x, int64_t ldx, const T* w, int64_t ldw, int64_t m,
     dot_row_block<kDotRows, Ahead>(x + i * ldx, ldx, w, ldw, n, p0, p1, k, partial(i), alpha, out + i * ldo, ldo,
                                    n_zero);
   }
-  // the last m % kDotRows rows in one block of their own size (kDotRows <= 8)
+  // the last m % kDotRows rows in one block of their own size
+  static_assert(kDotRows <= 6, "the tail cases below cover up to 5 rows");
   const T* xi = x + i * ldx;
   T* oi = out + i * ldo;
   Vec* pi = partial(i);
   switch (m - i) {
-    case 7: dot_row_block<7, Ahead>(xi, ldx, w, ldw, n, p0, p1, k, pi, alpha, oi, ldo, n_zero); break;
-    case 6: dot_row_block<6, Ahead>(xi, ldx, w, ldw, n, p0, p1, k, pi, alpha, oi, ldo, n_zero); break;
     case 5: dot_row_block<5, Ahead>(xi, ldx, w, ldw, n, p0, p1, k, pi, alpha, oi, ldo, n_zero); break;
     case 4: dot_row_block<4, Ahead>(xi, ldx, w, ldw, n, p0, p1, k, pi, alpha, oi, ldo, n_zero); break;
     case 3: dot_row_block<3, Ahead>(xi, ldx, w, ldw, n, p0, p1, k, pi, alpha, oi, ldo, n_zero); break;
